@@ -1,0 +1,107 @@
+"""Reading a ``POST /visualize`` request (JSON or multipart) into options and one source.
+
+This is the HTTP edge of decoding: content types, byte limits, form parts and files. The
+content of the parts is handed to the pure decoders in :mod:`app.decode`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from flask import Request
+
+from app.config import Limits
+from app.decode.jsonbody import parse_json_object
+from app.decode.tensor import weights_from_json, weights_from_upload
+from app.errors import PayloadTooLarge, Unprocessable, UnsupportedMedia
+from app.pipeline import Source
+from app.schemas import VisualizeOptions, options_from_form, options_from_json
+
+_FILE_PARTS = {"image", "weights"}
+
+
+def read_visualize_request(request: Request, limits: Limits) -> tuple[VisualizeOptions, Source]:
+    """Parse the body by its content type and check that exactly one source was given."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMedia("compressed request bodies are not accepted", code="unsupported_content_encoding")
+    mimetype = request.mimetype
+    if mimetype == "application/json":
+        options, source = _from_json(request, limits)
+    elif mimetype == "multipart/form-data":
+        options, source = _from_multipart(request, limits)
+    else:
+        raise UnsupportedMedia("send application/json or multipart/form-data", code="unsupported_media_type")
+    _check_one_source(options, source)
+    return options, source
+
+
+def _from_json(request: Request, limits: Limits) -> tuple[VisualizeOptions, Source]:
+    body = request.get_data(cache=False)
+    # A comma per element bounds the element count: reject absurd claims before parsing.
+    if body.count(b",") > limits.max_tensor_elements + 20_000:
+        raise Unprocessable(f"the body holds more than {limits.max_tensor_elements} numbers",
+                            code="tensor_too_large", field="weights")
+    fields = parse_json_object(body)
+    raw_weights = fields.pop("weights", None)
+    options = options_from_json(fields)
+    source = Source(text=options.text)
+    if raw_weights is not None:
+        literals = b"true" in body or b"false" in body or b"null" in body
+        source.weights = weights_from_json(raw_weights, limits, may_hold_literals=literals)
+    if options.image is not None:
+        source.image_bytes = _base64_image(options.image, limits)
+    return options, source
+
+
+def _base64_image(text: str, limits: Limits) -> bytes:
+    """Decode a base64 image (optionally a ``data:`` URL), with the byte cap checked first."""
+    if text.startswith("data:"):
+        _, _, text = text.partition(",")
+    if len(text) * 3 // 4 > limits.max_image_bytes:
+        raise PayloadTooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise Unprocessable("image must be base64-encoded bytes", code="invalid_base64", field="image") from None
+
+
+def _from_multipart(request: Request, limits: Limits) -> tuple[VisualizeOptions, Source]:
+    files = request.files
+    form = request.form
+    for name in files:
+        if name not in _FILE_PARTS:
+            raise Unprocessable(f"unexpected file part {name!r}; use 'image' or 'weights'", code="unknown_field", field=name)
+        if len(files.getlist(name)) > 1:
+            raise Unprocessable(f"send one {name!r} file", code="expected_one_file", field=name)
+    fields: dict[str, Any] = {}
+    for name in form:
+        values = form.getlist(name)
+        if len(values) > 1:
+            raise Unprocessable(f"field {name!r} was sent more than once", code="duplicate_field", field=name)
+        if name in _FILE_PARTS:
+            raise Unprocessable(f"{name!r} must be sent as a file part", code="invalid_type", field=name)
+        fields[name] = values[0]
+    options = options_from_form(fields)
+    source = Source(text=options.text)
+    if "weights" in files:
+        upload = files["weights"]
+        data = upload.stream.read(limits.max_body_bytes + 1)
+        source.weights = weights_from_upload(upload.filename or "", data, limits)
+    if "image" in files:
+        data = files["image"].stream.read(limits.max_image_bytes + 1)
+        if len(data) > limits.max_image_bytes:
+            raise PayloadTooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
+        source.image_bytes = data
+    return options, source
+
+
+def _check_one_source(options: VisualizeOptions, source: Source) -> None:
+    given = [name for name, present in (("weights", source.weights is not None), ("image", source.image_bytes is not None),
+                                        ("text", source.text is not None)) if present]
+    if not given:
+        raise Unprocessable("give one source: weights, image (with model) or text (with model)", code="missing_source")
+    if len(given) > 1:
+        raise Unprocessable(f"give exactly one source; got {', '.join(given)}", code="conflicting_sources", field=given[1])

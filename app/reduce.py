@@ -1,0 +1,137 @@
+"""Reductions of an attention stack to one 2-D map (pure numpy, float64 internally).
+
+Each method is a small function; :func:`resolve_layer` and :func:`resolve_head` turn user
+selections into indices with a 422 that names the valid range.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from app.errors import Unprocessable
+
+Fusion = Literal["mean", "max", "min"]
+
+
+def resolve_layer(layer: int | None, num_layers: int, *, default: int = -1) -> int:
+    """Map a possibly negative layer to ``0..num_layers-1``; out of range is a 422."""
+    chosen = default if layer is None else layer
+    if not -num_layers <= chosen < num_layers:
+        raise Unprocessable(
+            f"layer must be in [{-num_layers}, {num_layers - 1}] (negative counts from the end); got {chosen}",
+            code="out_of_range", field="layer",
+        )
+    return chosen % num_layers
+
+
+def resolve_head(head: int | str, num_heads: int) -> int | Fusion:
+    """Validate a head index (non-negative: -1 is not 'the last head' by accident) or a fusion."""
+    if isinstance(head, str):
+        return head  # type: ignore[return-value]  # schema already restricted it to a Fusion
+    if not 0 <= head < num_heads:
+        raise Unprocessable(
+            f"head must be in [0, {num_heads - 1}] or one of mean/max/min; got {head}",
+            code="out_of_range", field="head",
+        )
+    return head
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    """Scale each row to sum 1 (keepdims, so rows never divide by the wrong sum); zero rows stay zero."""
+    sums = matrix.sum(axis=-1, keepdims=True)
+    return np.divide(matrix, sums, out=np.zeros_like(matrix), where=sums > 0)
+
+
+def fuse_heads(heads: np.ndarray, head: int | Fusion) -> np.ndarray:
+    """``[H, Q, K]`` -> ``[Q, K]``: one head, or the mean/max/min over heads.
+
+    ``mean`` keeps stochastic rows stochastic; ``max`` and ``min`` do not, so their rows are
+    renormalised when the input rows were non-negative probabilities.
+    """
+    heads = heads.astype(np.float64, copy=False)
+    if isinstance(head, int):
+        return heads[head]
+    if head == "mean":
+        return heads.mean(axis=0)
+    fused = heads.max(axis=0) if head == "max" else heads.min(axis=0)
+    return normalize_rows(fused) if (fused >= 0).all() else fused
+
+
+def rollout(layers: np.ndarray, head: int | Fusion = "mean", discard_ratio: float = 0.0) -> np.ndarray:
+    """Attention rollout over ``[L, H, T, T]`` (Abnar & Zuidema 2020), residual-aware.
+
+    Per layer: fuse heads, optionally drop the smallest ``discard_ratio`` of weights (never the
+    first token's self-edge), add the identity for the residual path (0.5 A + 0.5 I), renormalise
+    rows with keepdims, and multiply later layers on the left: ``R = A'_L ... A'_1``.
+    """
+    tokens = layers.shape[-1]
+    identity = np.eye(tokens)
+    result = identity.copy()
+    for layer in layers:
+        fused = fuse_heads(layer, head)
+        if discard_ratio > 0:
+            fused = _discard_smallest(fused, discard_ratio)
+        augmented = normalize_rows(0.5 * fused + 0.5 * identity)
+        result = augmented @ result
+    return result
+
+
+def _discard_smallest(matrix: np.ndarray, ratio: float) -> np.ndarray:
+    """Zero the smallest ``ratio`` of entries, keeping the [0, 0] (CLS self) edge."""
+    flat = matrix.reshape(-1).copy()
+    count = int(flat.size * ratio)
+    if count == 0:
+        return matrix
+    order = np.argsort(flat, kind="stable")
+    drop = order[:count]
+    drop = drop[drop != 0]
+    flat[drop] = 0.0
+    return flat.reshape(matrix.shape)
+
+
+def gradient_relevance(layers: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    """Gradient-weighted relevance (Chefer et al. 2021, generic self-attention rule).
+
+    ``R = I``; per layer in forward order ``Abar = mean_h(clamp(grad * A, min=0))`` and
+    ``R = R + Abar @ R``. No row normalisation, as in the paper.
+    """
+    tokens = layers.shape[-1]
+    result = np.eye(tokens)
+    for attention, gradient in zip(layers, gradients, strict=True):
+        weighted = np.clip(attention.astype(np.float64) * gradient.astype(np.float64), 0.0, None).mean(axis=0)
+        result = result + weighted @ result
+    return result
+
+
+def select_query(matrix: np.ndarray, query: int | str | None, *, num_tokens: int) -> np.ndarray:
+    """One row of ``matrix`` (``cls`` is row 0, ``mean`` the mean row), or the whole matrix."""
+    if query is None:
+        return matrix
+    if query == "cls":
+        return matrix[0]
+    if query == "mean":
+        return matrix.mean(axis=0)
+    assert isinstance(query, int)
+    if not -num_tokens <= query < num_tokens:
+        raise Unprocessable(
+            f"query must be in [{-num_tokens}, {num_tokens - 1}], 'cls' or 'mean'; got {query}",
+            code="out_of_range", field="query",
+        )
+    return matrix[query]
+
+
+def value_range(values: np.ndarray) -> tuple[float, float]:
+    """Minimum and maximum of a map, as Python floats."""
+    return float(values.min()), float(values.max())
+
+
+def head_entropy(heads: np.ndarray, query_row: int | None = None) -> list[float]:
+    """Mean row entropy (nats) of each head ``[H, Q, K]``; near-one-hot heads have entropy near 0."""
+    probs = np.clip(heads.astype(np.float64), 0.0, None)
+    if query_row is not None:
+        probs = probs[:, query_row : query_row + 1, :]
+    probs = normalize_rows(probs)
+    logs = np.log(np.where(probs > 0, probs, 1.0))
+    return [float(v) for v in (-(probs * logs).sum(axis=-1)).mean(axis=-1)]

@@ -1,0 +1,66 @@
+"""Patch attention laid over the input image, at the image's own resolution."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from app.render.colormaps import LEVELS, palette
+from app.render.normalize import to_indices
+from app.render.png import encode_rgb
+
+Interpolation = Literal["nearest", "bilinear", "bicubic"]
+_CV_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+_OUTLINE_RGB = (255, 255, 255)
+
+
+def fit_within(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """Scale ``height x width`` down (never up) so that neither side exceeds ``max_side``."""
+    scale = min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def overlay_rgb(image: np.ndarray, scaled: np.ndarray, placement: tuple[float, float, float, float], *,
+                alpha: float, colormap: str, interpolation: Interpolation = "bilinear",
+                outline: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """Blend a [0, 1] patch map onto ``image`` (uint8 RGB) inside ``placement`` = x0, y0, x1, y1.
+
+    ``placement`` is where the model's input came from, in the image's pixel coordinates (the
+    processor's resize and crop undone), so a patch lands on the pixels it saw. Pixels outside
+    it (cropped away by the processor) are left unblended. ``outline`` draws a box, e.g. the
+    ``region`` whose attention share was measured.
+    """
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = placement
+    left, top = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+    right, bottom = min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1)))
+    out = image.copy()
+    if right > left and bottom > top:
+        # Resize the scaled values (not colours) so bilinear blending stays on the colormap.
+        upscaled = cv2.resize(scaled.astype(np.float32), (round(x1 - x0), round(y1 - y0)),
+                              interpolation=_CV_INTERPOLATION[interpolation])
+        crop = upscaled[top - round(y0): bottom - round(y0), left - round(x0): right - round(x0)]
+        crop = np.clip(crop, 0.0, 1.0)
+        colours = palette(colormap)[:LEVELS][to_indices(crop)]
+        region = out[top:top + crop.shape[0], left:left + crop.shape[1]]
+        blended = (1.0 - alpha) * region.astype(np.float32) + alpha * colours.astype(np.float32)
+        out[top:top + crop.shape[0], left:left + crop.shape[1]] = np.rint(blended).astype(np.uint8)
+    if outline is not None:
+        thickness = max(1, round(max(height, width) / 200))
+        cv2.rectangle(out, (round(outline[0]), round(outline[1])), (round(outline[2]) - 1, round(outline[3]) - 1),
+                      _OUTLINE_RGB, thickness)
+    return out
+
+
+def overlay_png(image: np.ndarray, scaled: np.ndarray, placement: tuple[float, float, float, float], *,
+                alpha: float, colormap: str, interpolation: Interpolation, outline: tuple[float, float, float, float] | None,
+                max_side: int, level: int = 1) -> bytes:
+    """Encode :func:`overlay_rgb` as PNG, downscaled if the image is larger than ``max_side``."""
+    blended = overlay_rgb(image, scaled, placement, alpha=alpha, colormap=colormap,
+                          interpolation=interpolation, outline=outline)
+    height, width = fit_within(*blended.shape[:2], max_side)
+    if (height, width) != blended.shape[:2]:
+        blended = cv2.resize(blended, (width, height), interpolation=cv2.INTER_AREA)
+    return encode_rgb(blended, level)

@@ -1,0 +1,73 @@
+"""Colour-mapped maps without matplotlib figures: colour table, block upscale, indexed PNG."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from app.errors import Unprocessable
+from app.render.colormaps import BLANK_INDEX, palette
+from app.render.normalize import to_indices
+from app.render.png import block_counts, encode_blocks, encode_indexed
+
+
+def output_shape(rows: int, cols: int, size: int) -> tuple[int, int]:
+    """Pixel ``(height, width)`` of a ``rows x cols`` map whose longer side is ``size`` px."""
+    if rows >= cols:
+        return size, max(1, round(size * cols / rows))
+    return max(1, round(size * rows / cols)), size
+
+
+def pool_to(values: np.ndarray, max_rows: int, max_cols: int) -> np.ndarray:
+    """Block-average a map so it has at most ``max_rows x max_cols`` cells (display only)."""
+    rows, cols = values.shape
+    if rows <= max_rows and cols <= max_cols:
+        return values
+    row_groups = np.array_split(np.arange(rows), min(rows, max_rows))
+    col_groups = np.array_split(np.arange(cols), min(cols, max_cols))
+    row_sums = np.add.reduceat(values, [g[0] for g in row_groups], axis=0)
+    pooled = np.add.reduceat(row_sums, [g[0] for g in col_groups], axis=1)
+    return pooled / np.outer([len(g) for g in row_groups], [len(g) for g in col_groups])
+
+
+def heatmap_png(scaled: np.ndarray, size: int, colormap: str, level: int) -> bytes:
+    """PNG of a [0, 1] map, nearest-neighbour upscaled so its longer side is ``size`` px."""
+    height, width = output_shape(*scaled.shape, size)
+    cells = to_indices(pool_to(scaled, height, width))
+    return encode_blocks(cells, block_counts(cells.shape[0], height), block_counts(cells.shape[1], width), palette(colormap), level)
+
+
+def strip_png(scaled_row: np.ndarray, size: int, colormap: str, level: int) -> bytes:
+    """PNG of one query row as a horizontal strip ``size`` px wide and ``size // 8`` px tall."""
+    width = size
+    height = max(8, size // 8)
+    cells = to_indices(pool_to(scaled_row.reshape(1, -1), 1, width))
+    return encode_blocks(cells, np.array([height]), block_counts(cells.shape[1], width), palette(colormap), level)
+
+
+def grid_layout(panels: int) -> tuple[int, int]:
+    """Rows and columns of a near-square panel grid."""
+    columns = math.ceil(math.sqrt(panels))
+    return math.ceil(panels / columns), columns
+
+
+def grid_png(scaled_panels: list[np.ndarray], size: int, colormap: str, level: int, max_panels: int) -> bytes:
+    """All panels (each a [0, 1] map) side by side in one PNG about ``size`` px on its longer side."""
+    if len(scaled_panels) > max_panels:
+        raise Unprocessable(
+            f"a grid of {len(scaled_panels)} panels exceeds the limit of {max_panels}",
+            code="too_many_panels", field="view",
+        )
+    rows, columns = grid_layout(len(scaled_panels))
+    gap = 2
+    panel_rows, panel_cols = scaled_panels[0].shape
+    cell = max(1, (size - gap * (columns - 1)) // columns)
+    panel_h, panel_w = output_shape(panel_rows, panel_cols, cell)
+    canvas = np.full((rows * panel_h + gap * (rows - 1), columns * panel_w + gap * (columns - 1)), BLANK_INDEX, np.uint8)
+    for index, panel in enumerate(scaled_panels):
+        cells = to_indices(pool_to(panel, panel_h, panel_w))
+        block = np.repeat(np.repeat(cells, block_counts(cells.shape[0], panel_h), 0), block_counts(cells.shape[1], panel_w), 1)
+        top, left = (index // columns) * (panel_h + gap), (index % columns) * (panel_w + gap)
+        canvas[top : top + panel_h, left : left + panel_w] = block
+    return encode_indexed(canvas, palette(colormap), level)

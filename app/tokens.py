@@ -1,0 +1,51 @@
+"""Token-axis operations on square attention maps: masking special tokens, merging word pieces."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from app.reduce import normalize_rows
+
+
+def mask_tokens(matrix: np.ndarray, labels: list[str] | None, drop: Sequence[int]) -> tuple[np.ndarray, list[str] | None, list[int]]:
+    """Remove the rows and columns of ``drop`` and renormalise the remaining rows to sum 1.
+
+    Returns the new matrix, the kept labels and the kept original positions.
+    """
+    keep = [i for i in range(matrix.shape[-1]) if i not in set(drop)]
+    masked = matrix[np.ix_(keep, keep)]
+    kept_labels = [labels[i] for i in keep] if labels is not None else None
+    return normalize_rows(np.clip(masked, 0.0, None)), kept_labels, keep
+
+
+def word_groups(words: Sequence[int | None]) -> list[list[int]]:
+    """Positions grouped by word id, in order; tokens without a word (specials) stay alone."""
+    groups: list[list[int]] = []
+    last: int | None = None
+    for position, word in enumerate(words):
+        if word is not None and word == last and groups:
+            groups[-1].append(position)
+        else:
+            groups.append([position])
+        last = word
+    return groups
+
+
+def merge_words(matrix: np.ndarray, labels: list[str] | None, groups: list[list[int]]) -> tuple[np.ndarray, list[str] | None]:
+    """Merge word pieces: attention *to* a word is the sum over its pieces (columns), attention
+    *from* a word is the mean over its pieces (rows), so stochastic rows stay stochastic."""
+    columns = np.stack([matrix[:, g].sum(axis=1) for g in groups], axis=1)
+    merged = np.stack([columns[g].mean(axis=0) for g in groups], axis=0)
+    merged_labels = None
+    if labels is not None:
+        merged_labels = ["".join(_piece(labels[i], first=(k == 0)) for k, i in enumerate(g)) for g in groups]
+    return merged, merged_labels
+
+
+def _piece(label: str, *, first: bool) -> str:
+    """Strip WordPiece ``##`` and byte-level ``Ġ`` markers when gluing pieces back together."""
+    if not first and label.startswith("##"):
+        return label[2:]
+    return label.replace("\u0120", "")

