@@ -61,7 +61,7 @@ _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_e
                  "string_too_short", "string_too_long"}
 
 
-def _describe(error: dict[str, Any]) -> tuple[str, str]:
+def _describe(error: Any) -> tuple[str, str]:
     kind = error["type"]
     if kind == "extra_forbidden":
         return "unknown_field", "is not a known field"

@@ -60,7 +60,7 @@ def overlay_png(image: np.ndarray, scaled: np.ndarray, placement: tuple[float, f
     """Encode :func:`overlay_rgb` as PNG, downscaled if the image is larger than ``max_side``."""
     blended = overlay_rgb(image, scaled, placement, alpha=alpha, colormap=colormap,
                           interpolation=interpolation, outline=outline)
-    height, width = fit_within(*blended.shape[:2], max_side)
+    height, width = fit_within(blended.shape[0], blended.shape[1], max_side)
     if (height, width) != blended.shape[:2]:
         blended = cv2.resize(blended, (width, height), interpolation=cv2.INTER_AREA)
     return encode_rgb(blended, level)

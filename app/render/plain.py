@@ -33,7 +33,7 @@ def pool_to(values: np.ndarray, max_rows: int, max_cols: int) -> np.ndarray:
 
 def heatmap_png(scaled: np.ndarray, size: int, colormap: str, level: int) -> bytes:
     """PNG of a [0, 1] map, nearest-neighbour upscaled so its longer side is ``size`` px."""
-    height, width = output_shape(*scaled.shape, size)
+    height, width = output_shape(scaled.shape[0], scaled.shape[1], size)
     cells = to_indices(pool_to(scaled, height, width))
     return encode_blocks(cells, block_counts(cells.shape[0], height), block_counts(cells.shape[1], width), palette(colormap), level)
 

@@ -17,9 +17,11 @@ import cv2
 import numpy as np
 
 try:  # ISA-L's deflate; the zlib fallback writes identical PNGs, only slower.
-    from isal import isal_zlib as _deflate
+    from isal import isal_zlib
+
+    _compress = isal_zlib.compress
 except ImportError:  # pragma: no cover - isal ships wheels for every platform we build for
-    _deflate = zlib  # type: ignore[assignment]
+    _compress = zlib.compress
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _FILTER_SUB = 1
@@ -43,7 +45,7 @@ def _indexed_png(width: int, height: int, filtered: bytes, palette: np.ndarray, 
             _SIGNATURE,
             _chunk(b"IHDR", header),
             _chunk(b"PLTE", np.ascontiguousarray(palette, dtype=np.uint8).tobytes()),
-            _chunk(b"IDAT", _deflate.compress(filtered, level)),
+            _chunk(b"IDAT", _compress(filtered, level)),
             _chunk(b"IEND", b""),
         )
     )
