@@ -24,7 +24,7 @@ class Limits(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     max_body_bytes: int = 16 * MiB
-    max_form_parts: int = 16
+    max_form_parts: int = 64
     max_form_field_bytes: int = 256 * 1024
     max_json_depth: int = 6
     max_tensor_elements: int = 4_194_304
