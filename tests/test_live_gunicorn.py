@@ -12,7 +12,7 @@ pytestmark = pytest.mark.live
 
 @pytest.fixture(scope="module")
 def server():
-    with gunicorn_server({"ATTNMAP_BUILTIN_MODELS": "none"}, workers=2) as (base, process):
+    with gunicorn_server({"ATTNMAP_BUILTIN_MODELS": "none"}, workers=2) as (base, _process):
         yield base
 
 

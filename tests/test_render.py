@@ -12,7 +12,7 @@ from tests.conftest import decode_png
 @pytest.mark.parametrize(("shape", "size"), [((64, 64), 512), ((6, 6), 512), ((3, 7), 300), ((1000, 1000), 256), ((5, 5), 17)])
 def test_heatmap_png_has_requested_size_and_extreme_colours(shape, size):
     values = np.random.default_rng(0).random(shape)
-    scaled, low, high = normalize(values)
+    scaled, _low, _high = normalize(values)
     pixels = decode_png(plain.heatmap_png(scaled, size, "viridis", 1))
     assert max(pixels.shape[:2]) == size
     table = palette("viridis")
