@@ -123,11 +123,14 @@ def _capture_from_model(options: VisualizeOptions, source: Source, registry: Mod
 
             assert source.text is not None
             inputs = TextInput(check_text(source.text, settings.limits, "text"),
-                               check_text(options.text_pair, settings.limits, "text_pair") if options.text_pair else None)
+                               check_text(options.text_pair, settings.limits, "text_pair") if options.text_pair is not None else None)
+            if options.target_text is not None:
+                check_text(options.target_text, settings.limits, "target_text")
     if isinstance(options.head, int):
         resolve_head(options.head, info.heads)
     request = CaptureRequest(layers=_needed_layers(options, info.layers), gradient=options.method == "gradient",
-                             target=options.target, target_text=options.target_text, truncate=options.truncate)
+                             target=options.target, target_text=options.target_text, truncate=options.truncate,
+                             max_tokens=settings.limits.max_tokens)
     tokens = adapter.estimate_tokens(inputs, request)
     needed = adapter.attention_bytes(tokens, len(request.layers)) * (2 if request.gradient else 1)
     budget = settings.limits.attention_budget_bytes

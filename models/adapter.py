@@ -56,6 +56,8 @@ class CaptureRequest:
     one unless ``gradient`` is set (gradients need the whole graph up to the output).
     ``target`` is the class index for gradients (None: the predicted class); ``target_text`` a
     second text whose similarity is the score for sentence-embedding models.
+    ``max_tokens`` is the service's token cap (text adapters use the smaller of it and the
+    model's position limit; None: the model's limit alone).
     """
 
     layers: tuple[int, ...]
@@ -63,6 +65,7 @@ class CaptureRequest:
     target: int | None = None
     target_text: str | None = None
     truncate: bool = False
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)

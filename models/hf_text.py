@@ -1,0 +1,197 @@
+"""Hugging Face text encoders (BERT, RoBERTa, DistilBERT, ELECTRA; the built-in MiniLM is a BERT).
+
+A model is read from a local directory, offline, with eager attention: fused SDPA/flash kernels
+never materialise the attention matrix, and transformers then silently returns no weights. So
+loading ends with a self-check that every layer really hands back ``[B, H, T, T]`` weights, and
+a model that does not is a :class:`~models.registry.ModelLoadError`, not a wrong map later.
+
+Per request the adapter tokenises under the token cap, registers hooks on only the requested
+layers' self-attention modules (:class:`~models.hooks.AttentionHooks`), and stops the forward
+pass after the last of them unless a later part of the model is needed (gradients, or a
+prediction that only the full pass yields).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from app.attention import AttentionStack
+from app.errors import Unprocessable
+from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, ModelInfo, TextInput
+from models.hooks import AttentionHooks, AttentionNotCaptured
+from models.registry import ModelLoadError
+from models.text_encode import Encoded, count_tokens, encode, too_many_tokens
+from models.text_family import FamilyError, attention_modules, has_classification_head, position_limit
+from models.text_score import check_target, classification_prediction, classification_score, embedding_score, mean_pool
+
+_CHECK_TEXT = "Attention check: the quick brown fox."
+
+
+def _stack_numpy(tensors: Sequence[torch.Tensor]) -> np.ndarray:
+    """Batch item 0 of each layer's tensor as one float32 ``[L, H, T, T]`` array on the CPU."""
+    return torch.stack([t[0] for t in tensors]).detach().float().cpu().numpy()
+
+
+class HFTextAdapter(ModelAdapter):
+    """One text encoder from a local Hugging Face directory, owned by one worker."""
+
+    def __init__(self, name: str, path: str | Path, *, device: torch.device, dtype: torch.dtype,
+                 description: str = "", attn_implementation: str = "eager") -> None:
+        """Load config, tokenizer and weights offline; raise ModelLoadError when unusable.
+
+        ``attn_implementation`` exists so tests can force a fused kernel and watch the self-check fail.
+        """
+        path = Path(path)
+        hf_logging.disable_progress_bar()  # a per-load tqdm bar would interleave with the JSON logs
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        self._classifier = has_classification_head(config)
+        loader = AutoModelForSequenceClassification if self._classifier else AutoModel
+        model = loader.from_pretrained(path, local_files_only=True, attn_implementation=attn_implementation, dtype=dtype)
+        self.model = model.to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ModelLoadError(name, "a fast tokenizer (tokenizer.json) is required for word alignment")
+        if len(self.tokenizer) > config.vocab_size:
+            raise ModelLoadError(name, f"the tokenizer has {len(self.tokenizer)} tokens but the model only "
+                                       f"{config.vocab_size} embeddings")
+        try:
+            self._attention = attention_modules(self.model, config.model_type)
+        except FamilyError as exc:
+            raise ModelLoadError(name, str(exc)) from None
+        self.device = device
+        self._type_vocab_size = int(getattr(config, "type_vocab_size", 1) or 1)
+        self._limit = position_limit(config)
+        model_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(model_max, int) and 0 < model_max < self._limit:
+            self._limit = model_max  # some tokenizers know of a tighter limit than the position table
+        labels: tuple[str, ...] = ()
+        if self._classifier:
+            labels = tuple(str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels))
+        self.info = ModelInfo(
+            name=name, kind="text", family=config.model_type, layers=len(self._attention),
+            heads=int(config.num_attention_heads), device=str(device), dtype=str(dtype).removeprefix("torch."),
+            max_tokens=self._limit, labels=labels, description=description,
+        )
+        self._self_check()
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def _self_check(self) -> None:
+        """Every layer must return attention weights of the right shape (fails under SDPA/flash)."""
+        encoded = self._encode(_CHECK_TEXT, None, CaptureRequest(layers=(), truncate=True), "text")
+        wanted = tuple(range(self.info.layers))
+        try:
+            with torch.inference_mode(), AttentionHooks(self._attention, wanted, stop_early=False) as hooks:
+                hooks.run(lambda: self.model(**encoded.inputs))
+            hooks.check(self.info.heads, encoded.length)
+        except AttentionNotCaptured as exc:
+            implementation = getattr(self.model.config, "_attn_implementation", "unknown")
+            raise ModelLoadError(self.info.name, f"attention weights are not returned ({exc}; attn_implementation="
+                                                 f"{implementation!r}); the model must run with eager attention") from None
+
+    def _cap(self, request: CaptureRequest) -> int:
+        """Token cap: the model's position limit, lowered by the service's cap when set."""
+        return self._limit if request.max_tokens is None else min(self._limit, request.max_tokens)
+
+    def _text_input(self, inputs: ImageInput | TextInput) -> TextInput:
+        if not isinstance(inputs, TextInput):
+            raise Unprocessable(f"model {self.info.name!r} is a text model; send text", code="wrong_input_kind", field="model")
+        return inputs
+
+    def _check_layers(self, layers: Sequence[int]) -> tuple[int, ...]:
+        wanted = tuple(sorted(set(layers)))
+        if not wanted or wanted[0] < 0 or wanted[-1] >= self.info.layers:
+            raise Unprocessable(f"layers must be in [0, {self.info.layers - 1}]; got {list(layers)}",
+                                code="out_of_range", field="layer")
+        return wanted
+
+    # -- interface ----------------------------------------------------------------------------
+
+    def estimate_tokens(self, inputs: ImageInput | TextInput, request: CaptureRequest) -> int:
+        """Sequence length after the token cap, from the tokenizer alone (422 when over it without truncate)."""
+        text = self._text_input(inputs)
+        check_target(request.target, request.target_text, self.info.labels)
+        cap = self._cap(request)
+        count = count_tokens(self.tokenizer, text.text, text.text_pair)
+        if count > cap and not request.truncate:
+            raise too_many_tokens("text", count, cap)
+        if request.target_text is not None and not request.truncate:
+            other = count_tokens(self.tokenizer, request.target_text, None)
+            if other > cap:
+                raise too_many_tokens("target_text", other, cap)
+        return min(count, cap)
+
+    def capture(self, inputs: ImageInput | TextInput, request: CaptureRequest) -> Capture:
+        """Hooked forward pass over the requested layers; gradients too when ``request.gradient``."""
+        text = self._text_input(inputs)
+        check_target(request.target, request.target_text, self.info.labels)
+        wanted = self._check_layers(request.layers)
+        encoded = self._encode(text.text, text.text_pair, request, "text")
+        gradients = None
+        prediction: dict[str, Any] | None
+        if request.gradient:
+            weights, gradients, prediction = self._capture_with_gradients(encoded, wanted, request)
+        else:
+            weights, prediction = self._capture_attention(encoded, wanted)
+        stack = AttentionStack(weights=weights, layers=wanted, num_layers=self.info.layers, tokens=encoded.tokens,
+                               gradients=gradients, special_tokens=encoded.special, words=encoded.words,
+                               meta=dict(encoded.meta))
+        return Capture(stack=stack, prediction=prediction)
+
+    def warm_up(self) -> None:
+        """One full forward pass so the first request does not pay for lazy initialisation."""
+        self.capture(TextInput(_CHECK_TEXT), CaptureRequest(layers=(self.info.layers - 1,)))
+
+    # -- forward passes -----------------------------------------------------------------------
+
+    def _encode(self, text: str, pair: str | None, request: CaptureRequest, field_name: str) -> Encoded:
+        return encode(self.tokenizer, text, pair, cap=self._cap(request), truncate=request.truncate,
+                      field_name=field_name, type_vocab_size=self._type_vocab_size, device=self.device)
+
+    def _capture_attention(self, encoded: Encoded, wanted: tuple[int, ...]) -> tuple[np.ndarray, dict[str, Any] | None]:
+        # Stopping after the last wanted layer skips the rest of the encoder; when that is the last
+        # layer anyway, finishing the pass costs one FFN and yields the prediction for free.
+        stop_early = wanted[-1] < self.info.layers - 1
+        with torch.inference_mode(), AttentionHooks(self._attention, wanted, stop_early=stop_early) as hooks:
+            output = hooks.run(lambda: self.model(**encoded.inputs))
+        hooks.check(self.info.heads, encoded.length)
+        prediction = None
+        if output is not None and self._classifier:
+            prediction = classification_prediction(output.logits, self.info.labels)
+        return _stack_numpy([hooks.weights[i] for i in wanted]), prediction
+
+    def _capture_with_gradients(self, encoded: Encoded, wanted: tuple[int, ...],
+                                request: CaptureRequest) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        reference = None
+        if request.target_text is not None:
+            reference = self._sentence_embedding(request.target_text, request)
+        # inference_mode(False): a caller inside inference mode must not turn these into
+        # inference tensors, which cannot be part of an autograd graph.
+        with torch.inference_mode(False), torch.enable_grad(), \
+                AttentionHooks(self._attention, wanted, stop_early=False, keep_graph=True) as hooks:
+            output = hooks.run(lambda: self.model(**encoded.inputs))
+            hooks.check(self.info.heads, encoded.length)
+            if self._classifier:
+                score, prediction = classification_score(output.logits, request.target, self.info.labels)
+            else:
+                score, prediction = embedding_score(output.last_hidden_state, encoded.inputs.get("attention_mask"), reference)
+            attentions = [hooks.weights[i] for i in wanted]
+            # autograd.grad returns gradients in the order of ``attentions`` (layer order); module
+            # backward hooks would fire last layer first and invite mis-pairing.
+            gradients = torch.autograd.grad(score, attentions)
+        return _stack_numpy(attentions), _stack_numpy(gradients), prediction
+
+    def _sentence_embedding(self, text: str, request: CaptureRequest) -> torch.Tensor:
+        """Mean-pooled embedding ``[D]`` of a second text (a constant for the gradient)."""
+        encoded = self._encode(text, None, request, "target_text")
+        # no_grad rather than inference_mode: this tensor meets the graph in the cosine similarity.
+        with torch.no_grad():
+            output = self.model(**encoded.inputs)
+        return mean_pool(output.last_hidden_state, encoded.inputs.get("attention_mask"))[0]
