@@ -125,9 +125,8 @@ def post_image(client: Any, data: bytes, transport: str = "json", **fields: Any)
 
 def reference_model(path: Path) -> Any:
     """The same weights loaded independently, eager attention, eval mode."""
-    from transformers import AutoConfig
-
     import transformers
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path)
     model_class = getattr(transformers, config.architectures[0])
