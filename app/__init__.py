@@ -16,6 +16,7 @@ from flask import Flask, Response, g, request
 from app.config import Settings, load_settings
 from app.errors import register_error_handlers
 from app.routes import api
+from app.serving import install_serving, models_loaded
 from app.state import ServiceState
 from app.timing import StageTimer
 from models.registry import ModelRegistry, build_registry
@@ -40,9 +41,11 @@ def create_app(test_config: Mapping[str, Any] | None = None, registry: ModelRegi
     register_error_handlers(app)
     app.register_blueprint(api)
     _install_request_hooks(app)
+    install_serving(app, settings)  # metrics, JSON access log, auth, CORS, ProxyFix
     if registry is None:
         registry = build_registry(settings.builtin_models, settings.models_config, settings.device,
                                   settings.half_precision, warmup=settings.warmup)
+    models_loaded(registry)
     app.extensions["attnmap"] = ServiceState(settings=settings, registry=registry, ready=True)
     return app
 

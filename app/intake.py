@@ -15,7 +15,7 @@ from flask import Request
 from app.config import Limits
 from app.decode.jsonbody import parse_json_object
 from app.decode.tensor import weights_from_json, weights_from_upload
-from app.errors import PayloadTooLarge, Unprocessable, UnsupportedMedia
+from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMedia
 from app.pipeline import Source
 from app.schemas import VisualizeOptions, options_from_form, options_from_json
 
@@ -40,6 +40,10 @@ def read_visualize_request(request: Request, limits: Limits) -> tuple[VisualizeO
 
 def _from_json(request: Request, limits: Limits) -> tuple[VisualizeOptions, Source]:
     body = request.get_data(cache=False)
+    if request.content_length is None:
+        # A chunked body is cut at the byte limit by Werkzeug, which raises 413 only on the next
+        # read: make that read, so an oversize body is a 413 and never parsed truncated.
+        request.stream.read(1)
     # A comma per element bounds the element count: reject absurd claims before parsing.
     if body.count(b",") > limits.max_tensor_elements + 20_000:
         raise Unprocessable(f"the body holds more than {limits.max_tensor_elements} numbers",
@@ -69,6 +73,7 @@ def _base64_image(text: str, limits: Limits) -> bytes:
 
 
 def _from_multipart(request: Request, limits: Limits) -> tuple[VisualizeOptions, Source]:
+    _check_multipart_framing(request)
     files = request.files
     form = request.form
     for name in files:
@@ -96,6 +101,23 @@ def _from_multipart(request: Request, limits: Limits) -> tuple[VisualizeOptions,
             raise PayloadTooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
         source.image_bytes = data
     return options, source
+
+
+def _check_multipart_framing(request: Request) -> None:
+    """400 for a multipart body without a boundary or without its closing delimiter.
+
+    Werkzeug parses a truncated body leniently (the parts before the cut survive), which would
+    turn a broken upload into a confusing semantic error. The body is bounded by the byte limit
+    and cached, so the form parser reads the same bytes afterwards.
+    """
+    boundary = request.mimetype_params.get("boundary", "")
+    if not boundary:
+        raise BadRequest("multipart body has no boundary parameter", code="malformed_multipart")
+    body = request.get_data(cache=True, parse_form_data=False)
+    if request.content_length is None:
+        request.stream.read(1)  # raises 413 if a chunked body went past the limit
+    if b"--" + boundary.encode("latin-1") + b"--" not in body[-(len(boundary) + 512):]:
+        raise BadRequest("multipart body is truncated (no closing boundary)", code="malformed_multipart")
 
 
 def _check_one_source(options: VisualizeOptions, source: Source) -> None:

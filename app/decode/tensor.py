@@ -115,7 +115,8 @@ def weights_from_json(value: Any, limits: Limits, *, may_hold_literals: bool = T
     if array.shape != shape:
         raise Unprocessable("weights rows have different lengths (ragged)", code="ragged_array", field=FIELD)
     if array.dtype.kind not in "fi":
-        if array.dtype.kind == "O":
+        if array.dtype.kind == "O" and not _has_non_number(value):
+            # Only Python ints beyond int64 make numpy fall back to objects here.
             raise Unprocessable("weights hold a number out of range", code="value_out_of_range", field=FIELD)
         raise Unprocessable("weights must contain only numbers", code="invalid_element_type", field=FIELD)
     return _finite_float32(array)
