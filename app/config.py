@@ -26,7 +26,6 @@ class Limits(BaseModel):
     max_body_bytes: int = 16 * MiB
     max_form_parts: int = 64
     max_form_field_bytes: int = 256 * 1024
-    max_json_depth: int = 6
     max_tensor_elements: int = 4_194_304
     max_tensor_dim: int = 8192
     max_image_bytes: int = 10 * MiB
@@ -41,7 +40,6 @@ class Limits(BaseModel):
     max_output_pixels: int = 16_000_000
     max_output_bytes: int = 8 * MiB
     max_labels: int = 128
-    max_trace_layers_heads: int = 4096
 
 
 class Settings(BaseModel):

@@ -201,7 +201,8 @@ def render_map(reduced: ReducedMap, capture: Capture, options: VisualizeOptions,
             outline = tuple(options.region) if options.region is not None else None
             return overlay.overlay_png(capture.image, scaled, capture.placement, alpha=options.alpha,
                                        colormap=options.colormap, interpolation=options.interpolation,
-                                       outline=outline, max_side=limits.max_output_side, level=level)  # type: ignore[arg-type]
+                                       outline=outline, max_side=limits.max_output_side,
+                                       max_pixels=limits.max_output_pixels, level=level)  # type: ignore[arg-type]
         title = _title(reduced, options)
         if scaled.ndim == 1:
             if options.annotate:

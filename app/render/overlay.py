@@ -16,9 +16,11 @@ _CV_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR,
 _OUTLINE_RGB = (255, 255, 255)
 
 
-def fit_within(height: int, width: int, max_side: int) -> tuple[int, int]:
-    """Scale ``height x width`` down (never up) so that neither side exceeds ``max_side``."""
+def fit_within(height: int, width: int, max_side: int, max_pixels: int | None = None) -> tuple[int, int]:
+    """Scale ``height x width`` down (never up) to at most ``max_side`` per side and ``max_pixels`` in all."""
     scale = min(1.0, max_side / max(height, width))
+    if max_pixels is not None:
+        scale = min(scale, (max_pixels / (height * width)) ** 0.5)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -56,11 +58,11 @@ def overlay_rgb(image: np.ndarray, scaled: np.ndarray, placement: tuple[float, f
 
 def overlay_png(image: np.ndarray, scaled: np.ndarray, placement: tuple[float, float, float, float], *,
                 alpha: float, colormap: str, interpolation: Interpolation, outline: tuple[float, float, float, float] | None,
-                max_side: int, level: int = 1) -> bytes:
+                max_side: int, max_pixels: int | None = None, level: int = 1) -> bytes:
     """Encode :func:`overlay_rgb` as PNG, downscaled if the image is larger than ``max_side``."""
     blended = overlay_rgb(image, scaled, placement, alpha=alpha, colormap=colormap,
                           interpolation=interpolation, outline=outline)
-    height, width = fit_within(blended.shape[0], blended.shape[1], max_side)
+    height, width = fit_within(blended.shape[0], blended.shape[1], max_side, max_pixels)
     if (height, width) != blended.shape[:2]:
         blended = cv2.resize(blended, (width, height), interpolation=cv2.INTER_AREA)
     return encode_rgb(blended, level)
