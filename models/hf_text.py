@@ -169,19 +169,25 @@ class HFTextAdapter(ModelAdapter):
 
     def _capture_with_gradients(self, encoded: Encoded, wanted: tuple[int, ...],
                                 request: CaptureRequest) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        reference = None
-        if request.target_text is not None:
-            reference = self._sentence_embedding(request.target_text, request)
-        # inference_mode(False): a caller inside inference mode must not turn these into
-        # inference tensors, which cannot be part of an autograd graph.
-        with torch.inference_mode(False), torch.enable_grad(), \
-                AttentionHooks(self._attention, wanted, stop_early=False, keep_graph=True) as hooks:
-            output = hooks.run(lambda: self.model(**encoded.inputs))
-            hooks.check(self.info.heads, encoded.length)
+        # A caller inside inference mode (a benchmark, a warm-up) would make every tensor here an
+        # inference tensor, which autograd refuses to save: leave that mode and clone the inputs,
+        # which may have been tokenised inside it.
+        with torch.inference_mode(False):
+            inputs = {name: tensor.clone() for name, tensor in encoded.inputs.items()}
+            reference = None
+            if request.target_text is not None:
+                reference = self._sentence_embedding(request.target_text, request)
+            return self._backward(inputs, encoded.length, wanted, request, reference)
+
+    def _backward(self, inputs: dict[str, torch.Tensor], length: int, wanted: tuple[int, ...], request: CaptureRequest,
+                  reference: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        with torch.enable_grad(), AttentionHooks(self._attention, wanted, stop_early=False, keep_graph=True) as hooks:
+            output = hooks.run(lambda: self.model(**inputs))
+            hooks.check(self.info.heads, length)
             if self._classifier:
                 score, prediction = classification_score(output.logits, request.target, self.info.labels)
             else:
-                score, prediction = embedding_score(output.last_hidden_state, encoded.inputs.get("attention_mask"), reference)
+                score, prediction = embedding_score(output.last_hidden_state, inputs.get("attention_mask"), reference)
             attentions = [hooks.weights[i] for i in wanted]
             # autograd.grad returns gradients in the order of ``attentions`` (layer order); module
             # backward hooks would fire last layer first and invite mis-pairing.

@@ -48,7 +48,7 @@ def classification_score(logits: torch.Tensor, target: int | None, labels: tuple
     probabilities = torch.softmax(row.detach().float(), dim=-1)
     prediction = {
         "score_kind": "logit", "target": chosen, "target_label": labels[chosen],
-        "score": float(row[chosen]), "predicted": predicted, "predicted_label": labels[predicted],
+        "score": float(row[chosen].detach()), "predicted": predicted, "predicted_label": labels[predicted],
         "probability": float(probabilities[predicted]),
     }
     return row[chosen], prediction
