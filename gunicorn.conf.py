@@ -30,7 +30,7 @@ max_requests = int(os.environ.get("ATTNMAP_MAX_REQUESTS", "20000"))
 max_requests_jitter = max_requests // 10
 
 # The heartbeat file on tmpfs: a slow or full disk must not make workers look dead.
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 - tmpfs on purpose
 
 # Request-line and header limits in front of the app's own body limits.
 limit_request_line = 4094
@@ -46,3 +46,87 @@ backlog = 64
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("ATTNMAP_LOG_LEVEL", "info")
+
+
+# --- Server hooks --------------------------------------------------------------------------------
+# The master runs on_starting, when_ready, pre_fork, child_exit and on_exit. It must never import
+# torch (nor the app package, which imports torch): CUDA initialised before fork breaks every
+# worker ("Cannot re-initialize CUDA in forked subprocess"). The worker hooks import the app.
+
+_created_metrics_dirs: list[str] = []
+
+
+def _refuse_cuda_in_master(server, where):
+    """Halt the master if anything initialised CUDA in it (e.g. someone turned preload_app on)."""
+    import sys
+
+    torch = sys.modules.get("torch")  # look, never import: importing is the thing to avoid
+    if torch is not None and torch.cuda.is_initialized():
+        server.log.critical("CUDA was initialised in the Gunicorn master (%s); refusing to fork workers", where)
+        raise RuntimeError("CUDA initialised in the Gunicorn master")
+
+
+def on_starting(server):
+    """Master, before anything else: a clean Prometheus multiprocess directory for this run."""
+    import glob
+    import tempfile
+
+    _refuse_cuda_in_master(server, "on_starting")
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        # An operator-provided directory (e.g. a Kubernetes emptyDir) may hold a previous run's files.
+        os.makedirs(directory, exist_ok=True)
+        for stale in glob.glob(os.path.join(directory, "*.db")):
+            os.unlink(stale)
+    else:
+        directory = tempfile.mkdtemp(prefix="attnmap-metrics-")
+        _created_metrics_dirs.append(directory)
+        # Set before the first fork, so every worker's prometheus_client picks multiprocess mode.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    server.log.info("Prometheus multiprocess directory: %s", directory)
+
+
+def when_ready(server):
+    """Master, sockets bound and about to spawn workers."""
+    _refuse_cuda_in_master(server, "when_ready")
+
+
+def pre_fork(server, worker):
+    """Master, just before each fork (including respawns after a worker dies)."""
+    _refuse_cuda_in_master(server, "pre_fork")
+
+
+def post_worker_init(worker):
+    """Worker, after app.wsgi built the app (models loaded and warmed): install draining on SIGTERM."""
+    from app.serving import worker_started
+
+    worker_started(worker)
+
+
+def worker_int(worker):
+    """Worker, on SIGINT/SIGQUIT (quick shutdown): stop reporting ready."""
+    from app.serving import worker_interrupted
+
+    worker_interrupted(worker)
+
+
+def worker_abort(worker):
+    """Worker, on SIGABRT: the master killed it for exceeding `timeout` (a request ran > 60 s)."""
+    worker.log.error("worker %s aborted after exceeding the %s s timeout", worker.pid, timeout)
+
+
+def child_exit(server, worker):
+    """Master, after a worker exited: drop its live-gauge files so /metrics stops reporting it."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, directory)
+
+
+def on_exit(server):
+    """Master, last: remove the metrics directory it created."""
+    import shutil
+
+    for directory in _created_metrics_dirs:
+        shutil.rmtree(directory, ignore_errors=True)

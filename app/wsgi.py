@@ -1,9 +1,17 @@
 """WSGI entry point for Gunicorn: ``gunicorn -c gunicorn.conf.py app.wsgi:app``.
 
 Imported by each worker after fork (the config never preloads the app), so every worker builds
-its own app and loads its own models on its own device.
+its own app and loads its own models on its own device. A model that cannot be loaded (or a
+configured device that does not exist) ends the worker with WORKER_BOOT_ERROR, so the master
+halts with a non-zero status instead of serving without that model.
 """
 
 from app import create_app
+from app.serving import exit_on_load_failure
+from models.device import DeviceUnavailable
+from models.registry import ModelLoadError
 
-app = create_app()
+try:
+    app = create_app()
+except (ModelLoadError, DeviceUnavailable) as exc:
+    exit_on_load_failure(exc)
