@@ -35,15 +35,17 @@ def overlay_rgb(image: np.ndarray, scaled: np.ndarray, placement: tuple[float, f
     ``region`` whose attention share was measured.
     """
     height, width = image.shape[:2]
-    x0, y0, x1, y1 = placement
-    left, top = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
-    right, bottom = min(width, int(np.ceil(x1))), min(height, int(np.ceil(y1)))
+    # One rounding for every edge: the map is resized to exactly this pixel box and the slice
+    # offsets below stay non-negative (a crop placement such as x0 = 12.07 is common).
+    px0, py0, px1, py1 = (round(v) for v in placement)
+    left, top = max(0, px0), max(0, py0)
+    right, bottom = min(width, px1), min(height, py1)
     out = image.copy()
     if right > left and bottom > top:
         # Resize the scaled values (not colours) so bilinear blending stays on the colormap.
-        upscaled = cv2.resize(scaled.astype(np.float32), (round(x1 - x0), round(y1 - y0)),
+        upscaled = cv2.resize(scaled.astype(np.float32), (px1 - px0, py1 - py0),
                               interpolation=_CV_INTERPOLATION[interpolation])
-        crop = upscaled[top - round(y0): bottom - round(y0), left - round(x0): right - round(x0)]
+        crop = upscaled[top - py0: bottom - py0, left - px0: right - px0]
         crop = np.clip(crop, 0.0, 1.0)
         colours = palette(colormap)[:LEVELS][to_indices(crop)]
         region = out[top:top + crop.shape[0], left:left + crop.shape[1]]

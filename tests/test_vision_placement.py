@@ -1,0 +1,91 @@
+"""Where the overlay lands: placement undoes resize and crop, output at the image's own resolution,
+EXIF-rotated uploads give the same map in display orientation.
+
+These use tiny random models, so they test geometry, not what a trained model looks at (see
+``test_vision_builtin`` for that): with ``alpha=1`` and nearest interpolation the overlay pixel
+at a patch cell's centre must be exactly that cell's colour, and pixels the processor cropped
+away must be the original image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.render.colormaps import palette
+from tests.conftest import decode_png
+from tests.test_image_decode import encoded, with_orientation
+from tests.vision_support import app_for, build_tiny, load_adapter, png_bytes, post_image, random_image
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    root = tmp_path_factory.mktemp("placement")
+    adapters = [load_adapter(build_tiny(root, kind)) for kind in ("dinov2reg", "vit-wide", "vit-shortest")]
+    return app_for(*adapters).test_client()
+
+
+def _map_and_overlay(client, data: bytes, model: str, **fields):
+    as_json = post_image(client, data, model=model, format="json", **fields)
+    assert as_json.status_code == 200, as_json.get_json()
+    png = post_image(client, data, model=model, alpha=1.0, interpolation="nearest", colormap="viridis", **fields)
+    assert png.status_code == 200
+    document = as_json.get_json()
+    return np.asarray(document["values"]), document["meta"], decode_png(png.data)
+
+
+@pytest.mark.parametrize(("model", "height", "width"), [("dinov2reg", 48, 64), ("dinov2reg", 90, 40),
+                                                        ("vit-wide", 200, 300), ("vit-shortest", 48, 70)])
+def test_cells_land_where_the_model_looked(client, model, height, width):
+    image = random_image(height, width, seed=height * width)
+    values, meta, overlay = _map_and_overlay(client, png_bytes(image), model, method="rollout")
+    assert overlay.shape == (height, width, 3)  # the image's own resolution
+    x0, y0, x1, y1 = meta["preprocessing"]["placement"]
+    rows, cols = values.shape
+    colours = palette("viridis")
+    for pick, index in ((np.argmax, 254), (np.argmin, 0)):
+        row, col = np.unravel_index(pick(values), values.shape)
+        cx = x0 + (col + 0.5) * (x1 - x0) / cols
+        cy = y0 + (row + 0.5) * (y1 - y0) / rows
+        assert (overlay[int(cy), int(cx)] == colours[index]).all()
+    # Outside the placement (cropped away, or the patch remainder) the image is untouched.
+    outside = np.ones((height, width), dtype=bool)
+    outside[int(np.ceil(y0)):int(np.floor(y1)), int(np.ceil(x0)):int(np.floor(x1))] = False
+    border = np.zeros_like(outside)
+    border[max(0, int(np.floor(y0)) - 1):int(np.ceil(y1)) + 1, max(0, int(np.floor(x0)) - 1):int(np.ceil(x1)) + 1] = True
+    strictly_outside = outside & ~border
+    assert (overlay[strictly_outside] == image[strictly_outside]).all()
+    if model == "dinov2reg" or model == "vit-shortest":
+        assert strictly_outside.any()  # the crop/remainder really left something out
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_exif_rotated_upload_gives_the_same_map_in_display_orientation(client, orientation):
+    display = Image.fromarray(random_image(48, 64, seed=21))
+    reference, _, reference_overlay = _map_and_overlay(client, png_bytes(np.asarray(display)), "dinov2reg", method="rollout")
+    values, meta, overlay = _map_and_overlay(client, with_orientation(display, orientation), "dinov2reg", method="rollout")
+    assert meta["preprocessing"]["image"]["orientation_applied"] is True
+    assert overlay.shape == (48, 64, 3)
+    np.testing.assert_array_equal(values, reference)
+    np.testing.assert_array_equal(overlay, reference_overlay)
+    # Without the EXIF tag the stored (rotated) pixels give a different, rotated picture.
+    stored = display.transpose(Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270)
+    _, _, untagged = _map_and_overlay(client, encoded(stored, "PNG"), "dinov2reg", method="rollout")
+    assert untagged.shape == (64, 48, 3)
+
+
+def test_region_mass_and_outline(client):
+    image = random_image(48, 64, seed=4)
+    response = post_image(client, png_bytes(image), model="vit-wide", format="json", region=[0, 0, 64, 48])
+    meta = response.get_json()["meta"]
+    assert meta["region_mass"] == pytest.approx(1.0) and meta["region_area_share"] == pytest.approx(1.0)
+    left = post_image(client, png_bytes(image), model="vit-wide", format="json", region=[0, 0, 32, 48]).get_json()["meta"]
+    right = post_image(client, png_bytes(image), model="vit-wide", format="json", region=[32, 0, 64, 48]).get_json()["meta"]
+    assert left["region_mass"] + right["region_mass"] == pytest.approx(1.0)
+    assert left["region_area_share"] == pytest.approx(0.5)
+    png = post_image(client, png_bytes(image), "multipart", model="vit-wide", region="8,8,40,30", alpha=0.0)
+    assert png.status_code == 200
+    assert float(png.headers["X-Attnmap-Region-Mass"]) >= 0.0
+    overlay = decode_png(png.data)
+    assert (overlay[8, 8:40] == 255).all() and (overlay[8:30, 8] == 255).all()  # the outline is drawn
