@@ -114,7 +114,7 @@ def reference_chefer(attentions: list[torch.Tensor], gradients: list[torch.Tenso
     tokens = attentions[0].shape[-1]
     result = torch.eye(tokens, dtype=torch.float64)
     for attention, gradient in zip(attentions, gradients, strict=True):
-        weighted = (gradient[0].double() * attention[0].double()).clamp(min=0).mean(dim=0)
+        weighted = (gradient[0].detach().double() * attention[0].detach().double()).clamp(min=0).mean(dim=0)
         result = result + weighted @ result
     return result.numpy()
 
