@@ -89,3 +89,28 @@ def test_region_mass_and_outline(client):
     assert float(png.headers["X-Attnmap-Region-Mass"]) >= 0.0
     overlay = decode_png(png.data)
     assert (overlay[8, 8:40] == 255).all() and (overlay[8:30, 8] == 255).all()  # the outline is drawn
+
+
+def test_photo_png_is_lossless():
+    from app.render.photo_png import encode_rgb_up
+
+    rng = np.random.default_rng(8)
+    for shape in ((1, 1, 3), (17, 31, 3), (240, 320, 3)):
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        for level in (0, 1, 3, 9):
+            np.testing.assert_array_equal(decode_png(encode_rgb_up(pixels, level)), pixels)
+
+
+def test_large_overlays_are_shrunk_before_blending():
+    from app.render.colormaps import palette
+    from app.render.overlay import overlay_image
+
+    image = random_image(300, 400, seed=2)
+    values = np.zeros((4, 4))
+    values[1, 2] = 1.0
+    out = overlay_image(image, values, (40.0, 30.0, 360.0, 270.0), alpha=1.0, colormap="viridis",
+                        interpolation="nearest", outline=None, max_side=200)
+    assert out.shape == (150, 200, 3)
+    # Cell (1, 2) of the placement scaled by 0.5: x 20 + 2.5 * 40 = 120, y 15 + 1.5 * 30 = 60.
+    assert (out[60, 120] == palette("viridis")[254]).all()
+    assert (out[60, 80] == palette("viridis")[0]).all()
