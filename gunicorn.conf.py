@@ -43,6 +43,12 @@ forwarded_allow_ips = os.environ.get("ATTNMAP_FORWARDED_ALLOW_IPS", "127.0.0.1,:
 # A small backlog makes overload visible quickly instead of queueing for minutes.
 backlog = 64
 
+# Gunicorn 25+ opens a runtime control socket ($XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl) by
+# default: an admin interface we do not use (signals do the same), a path that two instances on
+# one host would share, and a write into $HOME that a read-only container refuses.
+control_socket_disable = True
+
+# The app writes one JSON access-log line per request (app/observe.py); Gunicorn's would duplicate it.
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("ATTNMAP_LOG_LEVEL", "info")
