@@ -19,6 +19,7 @@ from app.routes import api
 from app.serving import install_serving, models_loaded
 from app.state import ServiceState
 from app.timing import StageTimer
+from app.web import web
 from models.registry import ModelRegistry, build_registry
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -40,6 +41,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, registry: ModelRegi
     )
     register_error_handlers(app)
     app.register_blueprint(api)
+    app.register_blueprint(web)
     _install_request_hooks(app)
     install_serving(app, settings)  # metrics, JSON access log, auth, CORS, ProxyFix
     if registry is None:
