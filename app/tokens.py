@@ -49,3 +49,20 @@ def _piece(label: str, *, first: bool) -> str:
     if not first and label.startswith("##"):
         return label[2:]
     return label.replace("\u0120", "")
+
+
+def pool_blocks(values: np.ndarray, labels: list[str], max_cells: int) -> tuple[np.ndarray, list[str], int]:
+    """Pool runs of consecutive tokens so that at most ``max_cells`` remain on each token axis.
+
+    For display only: beyond a readable number of tick labels, blocks of ``k`` neighbouring
+    tokens become one cell (keys summed, queries averaged, as for word pieces, so rows stay
+    stochastic) labelled ``first…last``. Returns the pooled map, its labels and ``k``.
+    """
+    count = values.shape[-1]
+    block = -(-count // max_cells)
+    groups = [list(range(start, min(start + block, count))) for start in range(0, count, block)]
+    names = [labels[g[0]] if len(g) == 1 else f"{labels[g[0]]}\u2026{labels[g[-1]]}" for g in groups]
+    if values.ndim == 1:
+        return np.add.reduceat(values, [g[0] for g in groups]), names, block
+    pooled, _ = merge_words(values, None, groups)
+    return pooled, names, block

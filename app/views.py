@@ -29,7 +29,7 @@ from app.render.normalize import normalize
 from app.render.photo_png import encode_rgb_up
 from app.schemas import VisualizeOptions
 from app.timing import StageTimer
-from app.tokens import mask_tokens, merge_words, word_groups
+from app.tokens import mask_tokens, merge_words, pool_blocks, word_groups
 from models.adapter import Capture
 
 
@@ -75,6 +75,9 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
     if stack.grid is None and square:
         matrix, labels, meta = _token_options(capture, options, matrix, labels)
     values = select_query(matrix, query, num_tokens=matrix.shape[0]) if matrix.ndim == 2 else matrix
+    if square and stack.grid is None and options.annotate and options.format == "png" and labels \
+            and len(labels) > settings.limits.max_labels:
+        values, labels, meta["pooled"] = pool_blocks(values, labels, settings.limits.max_labels)
     row_labels = labels if query is None else None
     if stack.grid is not None and values.ndim == 1:
         values = _to_grid(values, stack.prefix_tokens, stack.grid)

@@ -154,9 +154,25 @@ def test_512_tokens_on_one_layer_fit_the_budget(client, app, adapter):
     values, meta = values_of(client, text=text, model="minilm", layer=0)
     assert values.shape == (512, 512) and meta["truncated"] is False
     np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-5)
-    for extra in ({}, {"annotate": True}, {"query": 0}):
+    for extra in ({}, {"annotate": True}, {"query": 0}, {"query": 0, "annotate": True}):
         response = post(client, text=text, model="minilm", layer=0, **extra)
         assert response.status_code == 200, response.get_json()
+        # Past max_labels (128) the labelled display pools blocks of 4 tokens and says so.
+        assert response.headers.get("X-Attnmap-Pooled") == ("4" if extra.get("annotate") else None)
+
+
+def test_display_pooling_keeps_rows_stochastic():
+    from app.tokens import pool_blocks
+
+    rng = np.random.default_rng(0)
+    matrix = rng.random((300, 300))
+    matrix /= matrix.sum(axis=1, keepdims=True)
+    labels = [f"t{i}" for i in range(300)]
+    pooled, names, block = pool_blocks(matrix, labels, 128)
+    assert block == 3 and pooled.shape == (100, 100) and names[0] == "t0\u2026t2" and names[-1] == "t297\u2026t299"
+    np.testing.assert_allclose(pooled.sum(axis=1), 1.0)
+    row, _, _ = pool_blocks(matrix[5], labels, 128)
+    np.testing.assert_allclose(row.sum(), 1.0)
 
 
 def _request(text):
