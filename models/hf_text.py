@@ -13,6 +13,7 @@ prediction that only the full pass yields).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ class HFTextAdapter(ModelAdapter):
         except FamilyError as exc:
             raise ModelLoadError(name, str(exc)) from None
         self.device = device
+        # Hooks sit on shared modules and fire for every forward pass running through them, and a
+        # fast tokenizer's truncation setting is mutable state ("Already borrowed" under threads):
+        # one request at a time per model, whatever the worker class.
+        self._lock = threading.RLock()
         self._type_vocab_size = int(getattr(config, "type_vocab_size", 1) or 1)
         self._limit = position_limit(config)
         model_max = getattr(self.tokenizer, "model_max_length", None)
@@ -88,7 +93,7 @@ class HFTextAdapter(ModelAdapter):
         encoded = self._encode(_CHECK_TEXT, None, CaptureRequest(layers=(), truncate=True), "text")
         wanted = tuple(range(self.info.layers))
         try:
-            with torch.inference_mode(), AttentionHooks(self._attention, wanted, stop_early=False) as hooks:
+            with self._lock, torch.inference_mode(), AttentionHooks(self._attention, wanted, stop_early=False) as hooks:
                 hooks.run(lambda: self.model(**encoded.inputs))
             hooks.check(self.info.heads, encoded.length)
         except AttentionNotCaptured as exc:
@@ -119,13 +124,13 @@ class HFTextAdapter(ModelAdapter):
         text = self._text_input(inputs)
         check_target(request.target, request.target_text, self.info.labels)
         cap = self._cap(request)
-        count = count_tokens(self.tokenizer, text.text, text.text_pair)
+        with self._lock:
+            count = count_tokens(self.tokenizer, text.text, text.text_pair)
+            other = count_tokens(self.tokenizer, request.target_text, None) if request.target_text is not None else 0
         if count > cap and not request.truncate:
             raise too_many_tokens("text", count, cap)
-        if request.target_text is not None and not request.truncate:
-            other = count_tokens(self.tokenizer, request.target_text, None)
-            if other > cap:
-                raise too_many_tokens("target_text", other, cap)
+        if other > cap and not request.truncate:
+            raise too_many_tokens("target_text", other, cap)
         return min(count, cap)
 
     def capture(self, inputs: ImageInput | TextInput, request: CaptureRequest) -> Capture:
@@ -133,13 +138,14 @@ class HFTextAdapter(ModelAdapter):
         text = self._text_input(inputs)
         check_target(request.target, request.target_text, self.info.labels)
         wanted = self._check_layers(request.layers)
-        encoded = self._encode(text.text, text.text_pair, request, "text")
         gradients = None
         prediction: dict[str, Any] | None
-        if request.gradient:
-            weights, gradients, prediction = self._capture_with_gradients(encoded, wanted, request)
-        else:
-            weights, prediction = self._capture_attention(encoded, wanted)
+        with self._lock:
+            encoded = self._encode(text.text, text.text_pair, request, "text")
+            if request.gradient:
+                weights, gradients, prediction = self._capture_with_gradients(encoded, wanted, request)
+            else:
+                weights, prediction = self._capture_attention(encoded, wanted)
         stack = AttentionStack(weights=weights, layers=wanted, num_layers=self.info.layers, tokens=encoded.tokens,
                                gradients=gradients, special_tokens=encoded.special, words=encoded.words,
                                meta=dict(encoded.meta))

@@ -189,3 +189,17 @@ def test_layers_out_of_range(adapter):
     with pytest.raises(Unprocessable) as info:
         adapter.capture(TextInput("x y"), CaptureRequest(layers=(6,)))
     assert info.value.code == "out_of_range"
+
+
+def test_concurrent_captures_keep_their_own_attention(adapter):
+    """Hooks sit on shared modules: two threads must still each get only their own weights."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = ["He never smoked.", "The quick brown fox jumps over the lazy dog again and again."]
+    requests = [CaptureRequest(layers=(1, 4)), CaptureRequest(layers=(1, 4), truncate=True, max_tokens=12)]
+    alone = [adapter.capture(TextInput(t), r).stack.weights for t, r in zip(texts, requests, strict=True)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(adapter.capture, TextInput(texts[i % 2]), requests[i % 2]) for i in range(12)]
+        results = [f.result().stack.weights for f in futures]
+    for i, weights in enumerate(results):
+        np.testing.assert_array_equal(weights, alone[i % 2])
