@@ -100,6 +100,22 @@ def test_gradient_matches_autograd_over_output_attentions(served, kind, target):
         assert meta["prediction"]["index"] == int(model(pixel_values=reference_pixels(paths[kind], image)).logits[0].argmax())
 
 
+def test_dinov2_without_head_interpolates_positions(tmp_path):
+    """A headless DINOv2 whose position grid (8 x 8) differs from its input grid (4 x 4)."""
+    path = build_tiny(tmp_path, "dinov2")
+    adapter = load_adapter(path)
+    assert not adapter.has_classifier and adapter.info.labels == ()
+    client = app_for(adapter).test_client()
+    image = random_image(50, 70, seed=19)
+    values, meta = _json_map(client, "dinov2", image, method="rollout")
+    from transformers import Dinov2Model
+
+    reference = Dinov2Model.from_pretrained(path, attn_implementation="eager").eval()
+    attentions, _ = reference_attentions(reference, reference_pixels(path, image))
+    np.testing.assert_allclose(values, _patches(reference_rollout(attentions, 1)[0], 1, [4, 4]), atol=TOL, rtol=0)
+    assert "prediction" not in meta
+
+
 def test_non_square_model_input(served):
     """A ViT whose config image_size is 32 x 48: a 4 x 6 grid, read from the input size (never sqrt(N))."""
     paths, adapters, client = served

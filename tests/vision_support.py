@@ -32,6 +32,8 @@ def build_tiny(root: Path, kind: str) -> Path:
     from transformers import (
         DeiTConfig,
         DeiTForImageClassificationWithTeacher,
+        Dinov2Config,
+        Dinov2Model,
         Dinov2WithRegistersConfig,
         Dinov2WithRegistersForImageClassification,
         ViTConfig,
@@ -64,6 +66,10 @@ def build_tiny(root: Path, kind: str) -> Path:
         model = Dinov2WithRegistersForImageClassification(Dinov2WithRegistersConfig(
             image_size=32, num_hidden_layers=3, mlp_ratio=2, num_register_tokens=4, num_labels=4, **small))
         preprocessor = {"size": {"shortest_edge": 40}, "do_center_crop": True, "crop_size": {"height": 32, "width": 32},
+                        "resample": 3, "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD}
+    elif kind == "dinov2":  # position grid for 64 px, input cropped to 32 px: DINOv2 interpolates by itself
+        model = Dinov2Model(Dinov2Config(image_size=64, num_hidden_layers=2, mlp_ratio=2, **small))
+        preprocessor = {"size": {"shortest_edge": 36}, "do_center_crop": True, "crop_size": {"height": 32, "width": 32},
                         "resample": 3, "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD}
     else:
         raise ValueError(kind)
