@@ -1,0 +1,103 @@
+"""Property tests (hypothesis) for decoding, reduction and rendering through the API."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from app import create_app
+from app.reduce import fuse_heads, rollout
+from app.render.normalize import normalize
+from tests.conftest import decode_png
+
+APP = create_app({"builtin_models": ()})
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+shapes = st.one_of(
+    st.tuples(st.integers(1, 24), st.integers(1, 24)),
+    st.tuples(st.integers(1, 4), st.integers(1, 10), st.integers(1, 10)),
+    st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 8), st.integers(1, 8)),
+)
+finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
+
+
+@FAST
+@given(arrays(np.float32, shapes, elements=finite), st.integers(16, 700), st.booleans())
+def test_any_finite_in_cap_array_gives_a_png_of_the_asked_size(array, size, as_npy):
+    client = APP.test_client()
+    if as_npy:
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        response = client.post("/visualize", data={"weights": (io.BytesIO(buffer.getvalue()), "w.npy"), "size": str(size)},
+                               content_type="multipart/form-data")
+    else:
+        response = client.post("/visualize", json={"weights": array.tolist(), "size": size})
+    assert response.status_code == 200, response.data[:200]
+    pixels = decode_png(response.data)
+    assert max(pixels.shape[:2]) == size
+
+
+@FAST
+@given(arrays(np.float64, shapes, elements=st.floats(allow_nan=True, allow_infinity=True)).filter(lambda a: not np.isfinite(a).all()))
+def test_any_nan_or_inf_gives_422(array):
+    client = APP.test_client()
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    response = client.post("/visualize", data={"weights": (io.BytesIO(buffer.getvalue()), "w.npy")}, content_type="multipart/form-data")
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "non_finite_values"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=30,
+)
+field_names = st.sampled_from(["weights", "layer", "head", "method", "query", "view", "size", "colormap", "alpha", "tokens",
+                               "format", "annotate", "normalize", "vmin", "vmax", "discard_ratio", "key", "model", "text"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(field_names, json_values, max_size=6))
+def test_nothing_ever_gives_a_server_error(body):
+    client = APP.test_client()
+    response = client.post("/visualize", json=body)
+    assert response.status_code < 500, (body, response.data[:300])
+    if response.status_code != 200:
+        assert response.get_json()["error"]["code"]
+
+
+@FAST
+@given(arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(2, 8)).map(lambda s: (s[0], s[1], s[2], s[2])),
+              elements=st.floats(0, 1)), st.sampled_from(["mean", "max", "min"]), st.floats(0, 0.95))
+def test_rollout_rows_are_stochastic_for_any_attention(layers, fusion, discard):
+    result = rollout(layers, fusion, discard)
+    assert np.isfinite(result).all()
+    np.testing.assert_allclose(result.sum(-1), 1.0, atol=1e-9)
+
+
+@FAST
+@given(arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 6)), elements=st.floats(0, 1)))
+def test_fusion_keeps_shape_and_is_finite(heads):
+    for mode in ("mean", "max", "min"):
+        fused = fuse_heads(heads, mode)
+        assert fused.shape == heads.shape[1:] and np.isfinite(fused).all()
+
+
+@FAST
+@given(arrays(np.float32, st.tuples(st.integers(1, 20), st.integers(1, 20)), elements=finite))
+def test_normalize_never_yields_nan(values):
+    scaled, low, high = normalize(values)
+    assert np.isfinite(scaled).all() and (scaled >= 0).all() and (scaled <= 1).all()
+    assert low <= high
+
+
+@pytest.mark.parametrize("mode", ["minmax", "none"])
+def test_normalize_constant(mode):
+    scaled, _, _ = normalize(np.full((3, 3), 7.0), mode, 0.0, 1.0)
+    assert np.isfinite(scaled).all()
