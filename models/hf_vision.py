@@ -14,6 +14,7 @@ last layer first).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ class HFVisionAdapter(ModelAdapter):
         self.path = Path(path)
         self.device = device
         self.dtype = dtype
+        # Hooks sit on shared modules and fire for every forward pass through them: one capture
+        # at a time per model, whatever the worker class (sync workers never contend for it).
+        self._lock = threading.Lock()
         # Any: transformers' PreTrainedModel attributes (config, base_model) are untyped for mypy.
         self.model: Any
         self.model, self.family = _load_model(name, self.path, device, dtype, attn_implementation)
@@ -93,10 +97,11 @@ class HFVisionAdapter(ModelAdapter):
         kwargs = self._forward_kwargs(plan)
         gradients: np.ndarray | None = None
         logits: torch.Tensor | None
-        if request.gradient:
-            weights, gradients, logits = self._run_with_gradients(pixel_values, layers, tokens, request.target, kwargs)
-        else:
-            weights, logits = self._run(pixel_values, layers, tokens, kwargs)
+        with self._lock:
+            if request.gradient:
+                weights, gradients, logits = self._run_with_gradients(pixel_values, layers, tokens, request.target, kwargs)
+            else:
+                weights, logits = self._run(pixel_values, layers, tokens, kwargs)
         stack = AttentionStack(
             weights=weights, layers=layers, num_layers=self.info.layers,
             tokens=[*self.prefix_labels, *(f"p{r},{c}" for r in range(grid[0]) for c in range(grid[1]))],

@@ -168,3 +168,20 @@ def test_text_input_to_a_vision_model_is_refused(served):
     response = client.post("/visualize", json={"model": "vit", "text": "hello"})
     assert response.status_code == 422
     assert response.get_json()["error"]["code"] == "wrong_input_kind"
+
+
+def test_concurrent_captures_do_not_mix(served):
+    """Threads sharing one adapter get exactly the maps a sequential run gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.adapter import CaptureRequest, ImageInput
+
+    adapter = served[0]["vit"]
+    images = [ImageInput(random_image(32, 32, seed=s)) for s in range(8)]
+    request = CaptureRequest(layers=(0, 1, 2))
+    sequential = [adapter.capture(image, request).stack.weights for image in images]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(lambda image: adapter.capture(image, request).stack.weights, images * 3))
+    for index, weights in enumerate(parallel):
+        np.testing.assert_array_equal(weights, sequential[index % len(images)])
+    assert _all_hooks(served[0]) == 0
