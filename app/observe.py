@@ -56,5 +56,7 @@ def _record(response: Response) -> None:
         "duration_ms": round(seconds * 1000, 2),
         "stages_ms": {name: round(value * 1000, 2) for name, value in stages.items()},
         "client": request.remote_addr,
+        # The TCP peer when ProxyFix replaced it (i.e. the proxy); shows which hop vouched for "client".
+        "peer": request.environ.get("werkzeug.proxy_fix.orig", {}).get("REMOTE_ADDR", request.remote_addr),
         "error_code": error_code,
     })

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import signal
 import socket
@@ -53,7 +54,11 @@ def nginx_server(nginx: str, upstream: str, workdir: Path, log_path: Path | None
     conf = workdir / "nginx.conf"
     conf.write_text(render_nginx_conf(upstream, f"127.0.0.1:{port}", workdir), encoding="utf-8")
     log = open(log_path or workdir / "nginx.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([nginx, "-e", "stderr", "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
+    directives = "daemon off;"
+    if os.geteuid() == 0:
+        # A root master would run its workers as 'nobody', who cannot write the per-test temp dirs.
+        directives += f" user {pwd.getpwuid(os.geteuid()).pw_name};"
+    process = subprocess.Popen([nginx, "-e", "stderr", "-p", str(workdir), "-c", str(conf), "-g", directives],
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
