@@ -185,3 +185,20 @@ def test_concurrent_captures_do_not_mix(served):
     for index, weights in enumerate(parallel):
         np.testing.assert_array_equal(weights, sequential[index % len(images)])
     assert _all_hooks(served[0]) == 0
+
+
+def test_half_precision_plumbing(paths):
+    """float16 weights (what a GPU worker with half precision gets) still yield float32 stacks."""
+    from models.adapter import CaptureRequest, ImageInput
+    from models.hf_vision import HFVisionAdapter
+
+    half = HFVisionAdapter("half", paths["dinov2reg"], device=CPU, dtype=torch.float16)
+    full = load_adapter(paths["dinov2reg"])
+    assert half.info.dtype == "float16"
+    image = ImageInput(random_image(40, 40, seed=4))
+    for request in (CaptureRequest(layers=(0, 1, 2)), CaptureRequest(layers=(0, 1, 2), gradient=True)):
+        low, high = half.capture(image, request), full.capture(image, request)
+        assert low.stack.weights.dtype == np.float32
+        np.testing.assert_allclose(low.stack.weights, high.stack.weights, atol=2e-2)
+        if request.gradient:
+            assert low.stack.gradients is not None and low.stack.gradients.dtype == np.float32
