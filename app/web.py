@@ -10,6 +10,7 @@ listing (a request never supplies a path).
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,8 @@ PAGE_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 
-# Config key (``app.config``) that points the examples somewhere else, e.g. in tests.
+# Where the examples are: ``app.config`` key (tests), else this environment variable, else the
+# built-in models' examples folder.
 EXAMPLES_DIR_KEY = "ATTNMAP_EXAMPLES_DIR"
 DEFAULT_EXAMPLES_DIR = BUILTIN_DIR / "examples"
 EXAMPLE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
@@ -76,8 +78,8 @@ class Example:
 
 
 def examples_dir() -> Path:
-    """Where the example images are (``ATTNMAP_EXAMPLES_DIR`` in the app config overrides)."""
-    configured = current_app.config.get(EXAMPLES_DIR_KEY)
+    """Where the example images are (``ATTNMAP_EXAMPLES_DIR`` in the app config or environment overrides)."""
+    configured = current_app.config.get(EXAMPLES_DIR_KEY) or os.environ.get(EXAMPLES_DIR_KEY)
     return Path(configured) if configured else DEFAULT_EXAMPLES_DIR
 
 

@@ -26,6 +26,8 @@ export function inputs() {
   return Object.fromEntries(ids.map((id) => [id, byId(id)]));
 }
 
+let configuredKind = null;
+
 /**
  * Adapt the controls to a source: {kind: "vision" | "text" | "weights", layers, heads, queries,
  * tokens}. Ranges come from GET /models or from the shape of the weights.
@@ -45,7 +47,10 @@ export function configure(source) {
   ];
   setOptions(c.head, headOptions);
 
-  setOptions(c.view, VIEWS[kind].map(([value, label]) => ({ value, label })));
+  // A new kind of source starts from its default view (overlay for images, heatmap otherwise).
+  const views = VIEWS[kind].map(([value, label]) => ({ value, label }));
+  setOptions(c.view, views, kind === configuredKind ? c.view.value : views[0].value);
+  configuredKind = kind;
   setOptions(c.method, [
     { value: "attention", label: "Attention" },
     { value: "rollout", label: "Rollout" },

@@ -108,6 +108,7 @@ export class MapView {
     this.legend = this.root.querySelector(".legend");
     this.axisX = this.root.querySelector(".axis-x");
     this.axisY = this.root.querySelector(".axis-y");
+    this.plot = this.root.querySelector(".map-plot");
     this.url = null;
     this.doc = null;
     this.layout = null;
@@ -142,6 +143,7 @@ export class MapView {
     }
     if (this.url) URL.revokeObjectURL(this.url);
     this.url = url;
+    if (this.img.naturalHeight) this.plot.style.setProperty("--aspect", String(this.img.naturalWidth / this.img.naturalHeight));
     this.doc = doc;
     this.annotated = annotated;
     this.layout = null;

@@ -38,7 +38,7 @@ export function shellQuote(text) {
 }
 
 // Longer JSON bodies are shown as a file reference instead of inline.
-export const INLINE_BODY_LIMIT = 4000;
+export const INLINE_BODY_LIMIT = 1500;
 
 /**
  * The curl command for a request. Returns {command, bodyFile}: bodyFile is the JSON text the
