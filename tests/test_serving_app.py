@@ -148,9 +148,9 @@ def test_auth_requires_one_of_the_tokens():
     assert client.get("/no/such/route").status_code == 401  # closed by default: no route map for strangers
 
 
-def test_auth_leaves_probes_metrics_and_contract_open():
+def test_auth_leaves_probes_metrics_contract_and_page_open():
     client = make_app(api_tokens=TOKENS).test_client()
-    for path in ("/healthz", "/readyz", "/metrics", "/openapi.yaml"):
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.yaml", "/", "/assets/favicon.svg", "/examples"):
         assert client.get(path).status_code == 200, path
 
 
