@@ -1,14 +1,18 @@
 // attnmap's web page: pick a model and an input, render through POST /visualize, read values.
-// Everything here goes through the public API (GET /models, GET /examples, POST /visualize).
+// Everything here goes through the public API (GET /models, GET /examples, POST /visualize),
+// by URLs relative to the page, so a curl user can do all of it too.
 
-import { ApiError, apiUrl, getJson, hasToken, setToken, visualize } from "./js/api.js";
+import { apiUrl, getJson, setToken, visualize } from "./js/api.js";
 import {
   clearFieldErrors, configure, configureQuery, initColormaps, inputs, readOptions, showFieldError, updateDependents,
 } from "./js/controls.js";
+import { copyCurl, showCurl } from "./js/curlbox.js";
 import { byId, debounce, el, show } from "./js/dom.js";
+import { renderExamples, renderQuickStarts, shortcutExample } from "./js/examples.js";
+import { buildJobs } from "./js/jobs.js";
 import { MapView } from "./js/mapview.js";
-import { toCurl } from "./js/request.js";
 import { image, initImageInput, readTokens, setImage, setWeightsFile, setWeightsText, weights, weightsSummary } from "./js/sources.js";
+import { announce, clearMessages, showError, startProgress, stopProgress } from "./js/status.js";
 import { SAMPLE_TOKENS, dims, sampleWeights } from "./js/weights.js";
 
 const RAW = "raw-weights";
@@ -21,7 +25,6 @@ const state = {
   controller: null,
   hasResult: false,
   tokens: null,
-  curlBody: null,
 };
 
 // ---------------------------------------------------------------- model and source
@@ -30,18 +33,19 @@ function selectedModel() {
   return state.models.find((model) => model.name === byId("model").value) ?? null;
 }
 
+function firstModel(kind) {
+  return state.models.find((model) => model.kind === kind) ?? null;
+}
+
 function sourceKind() {
   return selectedModel()?.kind ?? "weights";
 }
 
+/** The comparison pair offered for the selected model (vision models listed in /examples). */
 function comparison() {
   const model = selectedModel();
   if (!model || model.kind !== "vision") return null;
   return state.examples.comparisons.find((pair) => pair.models.includes(model.name)) ?? null;
-}
-
-function comparing() {
-  return comparison() !== null && byId("compare").checked;
 }
 
 /** What the controls should offer for the current source. */
@@ -58,6 +62,13 @@ function modelHint(model) {
   const size = model.input_size ? ` · input ${model.input_size.join("×")}` : "";
   const about = model.description ? `${model.description}. ` : "";
   return `${about}${model.layers} layers · ${model.heads} heads${size} · ${model.device}`;
+}
+
+function sourceReady() {
+  const kind = sourceKind();
+  if (kind === "vision") return image.current !== null;
+  if (kind === "text") return byId("text").value.trim() !== "";
+  return (weights.text !== null || weights.file !== null) && !weights.error;
 }
 
 function onModelChange() {
@@ -77,71 +88,26 @@ function onModelChange() {
   if (state.hasResult && sourceReady()) render();
 }
 
-function sourceReady() {
-  const kind = sourceKind();
-  if (kind === "vision") return image.current !== null;
-  if (kind === "text") return byId("text").value.trim() !== "";
-  return (weights.text !== null || weights.file !== null) && !weights.error;
-}
-
 function selectModel(name) {
   byId("model").value = name;
   onModelChange();
 }
 
-function firstModel(kind) {
-  return state.models.find((model) => model.kind === kind) ?? null;
-}
+// ---------------------------------------------------------------- rendering
 
-// ---------------------------------------------------------------- requests
-
-/** The visualize requests for the current page state ([] after reporting what is missing). */
-function buildJobs() {
+function currentJobs() {
   const kind = sourceKind();
   const options = readOptions(kind);
-  if (kind === "vision") {
-    if (!image.current) {
-      showFieldError("image", "Choose, drop or pick an example image first.");
-      return [];
-    }
-    const pair = comparing() ? comparison() : null;
-    const names = pair ? pair.models : [selectedModel().name];
-    return names.map((name, i) => ({
-      model: name,
-      badge: pair?.labels?.[i] ?? "",
-      request: {
-        fields: { model: name, ...options, ...(image.current.region ? { region: image.current.region } : {}) },
-        file: { part: "image", blob: image.current.blob, filename: image.current.filename },
-        weightsText: null,
-      },
-    }));
-  }
-  if (kind === "text") {
-    const text = byId("text").value;
-    if (text.trim() === "") {
-      showFieldError("text", "Type a text first.");
-      return [];
-    }
-    return [{ model: selectedModel().name, badge: "", request: { fields: { model: selectedModel().name, text, ...options }, file: null, weightsText: null } }];
-  }
-  if (weights.error) {
-    showFieldError("weights", weights.error);
-    return [];
-  }
-  if (!weights.text && !weights.file) {
-    showFieldError("weights", "Paste weights, upload a file or use the sample first.");
-    return [];
-  }
-  const tokens = readTokens();
-  const fields = tokens ? { ...options, tokens } : options;
-  const file = weights.file ? { part: "weights", ...weights.file } : null;
-  return [{ model: null, badge: "", request: { fields, file, weightsText: file ? null : weights.text } }];
+  const pair = comparison();
+  if (pair && byId("compare").checked) return buildJobs(kind, options, pair.models, pair.labels ?? []);
+  return buildJobs(kind, options, selectedModel() ? [selectedModel().name] : []);
 }
 
+/** The PNG and, in parallel, the same request as format=json (for reading values). */
 async function runJob(job, signal) {
   const keepAbort = (error) => {
     if (error.name === "AbortError") throw error;
-    return null;
+    return null; // the map still shows; only the value readout is unavailable
   };
   const [png, json] = await Promise.all([
     visualize(job.request, "png", signal),
@@ -150,21 +116,6 @@ async function runJob(job, signal) {
   return { ...png, doc: json?.doc ?? null };
 }
 
-function describe(job) {
-  const f = job.request.fields;
-  const head = typeof f.head === "number" ? `head ${f.head}` : `${f.head} of heads`;
-  const layer = f.layer === undefined ? "last layer" : `layer ${f.layer}`;
-  return `${f.view} of ${job.model ?? "raw weights"}, ${f.method ?? "attention"}, ${layer}, ${head}`;
-}
-
-function filename(job) {
-  const f = job.request.fields;
-  const safe = (text) => String(text).replace(/[^A-Za-z0-9._-]/g, "_");
-  return `attnmap-${safe(job.model ?? "weights")}-${safe(f.view)}-layer${safe(f.layer ?? -1)}-head${safe(f.head)}.png`;
-}
-
-// ---------------------------------------------------------------- rendering
-
 function ensureViews(count) {
   const container = byId("maps");
   while (state.views.length > count) state.views.pop().destroy();
@@ -172,47 +123,27 @@ function ensureViews(count) {
   container.classList.toggle("is-compare", count > 1);
 }
 
-let progressTimer = 0;
-
-function startProgress(jobs) {
-  const started = performance.now();
-  const what = jobs.map((job) => job.model ?? "raw weights").join(" and ");
-  const text = byId("progress-text");
-  const tick = () => {
-    text.textContent = `Rendering ${what}… ${((performance.now() - started) / 1000).toFixed(1)} s`;
-  };
-  tick();
-  clearInterval(progressTimer);
-  progressTimer = setInterval(tick, 100);
-  show(byId("progress"));
-  byId("result").setAttribute("aria-busy", "true");
-  for (const view of state.views) view.setBusy(true);
+function setViewsBusy(busy) {
+  for (const view of state.views) view.setBusy(busy);
 }
-
-function stopProgress() {
-  clearInterval(progressTimer);
-  show(byId("progress"), false);
-  byId("result").removeAttribute("aria-busy");
-  for (const view of state.views) view.setBusy(false);
-}
-
-const scheduleRender = debounce(() => render(), 350);
 
 /**
- * Render the current page state. `reveal` scrolls the result into view on narrow screens (for
- * actions that start from the controls, not for option tweaks while looking at the map).
+ * Render the current page state; a newer render or the Cancel button aborts this one. `reveal`
+ * scrolls the result into view on narrow screens (for actions that start from the controls,
+ * not for option tweaks made while looking at the map).
  */
 async function render({ reveal = false } = {}) {
   scheduleRender.cancel();
   clearFieldErrors();
-  hideAlert();
-  const jobs = buildJobs();
+  clearMessages();
+  const jobs = currentJobs();
   if (jobs.length === 0) return;
   state.controller?.abort();
   const controller = new AbortController();
   state.controller = controller;
   if (state.views.length !== jobs.length) ensureViews(jobs.length);
-  startProgress(jobs);
+  startProgress(jobs.map((job) => job.model ?? "raw weights").join(" and "));
+  setViewsBusy(true);
   showCurl(jobs);
   let failed = false;
   try {
@@ -222,7 +153,7 @@ async function render({ reveal = false } = {}) {
     const annotated = inputs().annotate.checked;
     await Promise.all(results.map((result, i) => {
       state.views[i].setTitle(jobs[i].model ?? "Raw weights", jobs[i].badge);
-      return state.views[i].show({ ...result, annotated, colormap, filename: filename(jobs[i]), description: describe(jobs[i]) });
+      return state.views[i].show({ ...result, annotated, colormap, filename: jobs[i].filename, description: jobs[i].description });
     }));
     state.hasResult = true;
     show(byId("empty"), false);
@@ -232,17 +163,19 @@ async function render({ reveal = false } = {}) {
   } catch (error) {
     if (state.controller !== controller) return;
     failed = error.name !== "AbortError";
-    if (failed) showError(error);
-    else announce("Cancelled. The previous map is still shown.");
+    if (failed) showError(error, { hasMap: state.hasResult });
+    else announce(state.hasResult ? "Cancelled. The previous map is still shown." : "Cancelled.");
   } finally {
     if (state.controller === controller) {
       state.controller = null;
       stopProgress();
-      // A map that no longer matches the controls stays visible, dimmed, after a failure.
-      for (const view of state.views) view.setBusy(failed);
+      // After a failure the map no longer matches the controls: it stays visible, dimmed.
+      setViewsBusy(failed);
     }
   }
 }
+
+const scheduleRender = debounce(() => render(), 350);
 
 /** Offer the tokens of the last answer as query choices (text and raw weights). */
 function rememberTokens(doc) {
@@ -254,77 +187,7 @@ function rememberTokens(doc) {
   configureQuery({ kind, tokens, queries: count });
 }
 
-// ---------------------------------------------------------------- messages
-
-const ALERT_TITLES = {
-  0: "Could not reach the server", 400: "The request could not be read", 401: "This server needs an API token",
-  404: "Not found", 413: "Too large", 415: "Unsupported input", 422: "Check the input", 503: "The server is busy",
-};
-
-function showError(error) {
-  if (error instanceof ApiError) {
-    if (error.status === 401) {
-      const auth = byId("auth");
-      show(auth);
-      auth.open = true;
-    }
-    if (error.status !== 401 && showFieldError(error.field, error.message)) {
-      announce(`Not rendered: ${error.message}`);
-      return;
-    }
-    const retry = error.retryAfter ? ` Try again in ${error.retryAfter} s.` : "";
-    const id = error.requestId ? ` (request ${error.requestId})` : "";
-    showAlert(ALERT_TITLES[error.status] ?? (error.status >= 500 ? "Server error" : "Request failed"), `${error.message}.${retry}${id}`);
-    return;
-  }
-  showAlert("Something went wrong", String(error.message ?? error));
-}
-
-function showAlert(title, body) {
-  byId("alert-title").textContent = title;
-  byId("alert-body").textContent = body;
-  show(byId("alert"));
-}
-
-function hideAlert() {
-  show(byId("alert"), false);
-}
-
-function announce(message) {
-  byId("announcer").textContent = message;
-}
-
-// ---------------------------------------------------------------- curl
-
-function showCurl(jobs) {
-  const commands = jobs.map((job) => toCurl(job.request, apiUrl("visualize"), { token: hasToken(), output: filename(job) }));
-  byId("curl").textContent = commands.map((c) => c.command).join("\n\n");
-  state.curlBody = commands.find((c) => c.bodyFile)?.bodyFile ?? null;
-  const link = byId("curl-body");
-  if (link.href) URL.revokeObjectURL(link.href);
-  if (state.curlBody) link.href = URL.createObjectURL(new Blob([state.curlBody], { type: "application/json" }));
-  else link.removeAttribute("href");
-  show(link, state.curlBody !== null);
-  show(byId("curl-box"));
-}
-
-async function copyCurl() {
-  const text = byId("curl").textContent;
-  const status = byId("copy-status");
-  try {
-    await navigator.clipboard.writeText(text);
-    status.textContent = "Copied to the clipboard.";
-  } catch {
-    const selection = window.getSelection();
-    const range = document.createRange();
-    range.selectNodeContents(byId("curl"));
-    selection.removeAllRanges();
-    selection.addRange(range);
-    status.textContent = "Selected: press Ctrl+C (⌘C) to copy.";
-  }
-}
-
-// ---------------------------------------------------------------- examples and quick starts
+// ---------------------------------------------------------------- one-click starts
 
 async function useExample(example) {
   const vision = selectedModel()?.kind === "vision" ? selectedModel() : firstModel("vision");
@@ -332,7 +195,7 @@ async function useExample(example) {
   if (selectedModel() !== vision) selectModel(vision.name);
   const response = await fetch(apiUrl(example.url));
   if (!response.ok) {
-    showFieldError("image", `could not load example ${example.name}`);
+    showFieldError("image", `could not load the example ${example.name}`);
     return;
   }
   setImage(await response.blob(), example.name, { region: example.box ?? null, label: example.label, example: example.name });
@@ -342,83 +205,51 @@ async function useExample(example) {
 async function useSentence(sentence) {
   const text = firstModel("text");
   if (!text) return;
-  if (selectedModel() !== text) selectModel(text.name);
   byId("text").value = sentence;
+  if (selectedModel() !== text) selectModel(text.name);
   await render({ reveal: true });
 }
 
 async function useSampleWeights() {
-  if (byId("model").value !== RAW) selectModel(RAW);
-  const text = JSON.stringify(sampleWeights());
-  byId("weights-text").value = text;
+  byId("weights-text").value = JSON.stringify(sampleWeights()).replaceAll("],[", "],\n[");  // a row per line
   byId("tokens").value = SAMPLE_TOKENS.join(", ");
   onWeightsText();
+  if (byId("model").value !== RAW) selectModel(RAW);
   await render({ reveal: true });
 }
 
 async function useShortcutDemo() {
   const pair = state.examples.comparisons[0];
-  if (!pair) return;
-  selectModel(pair.models[0]);
+  const example = shortcutExample(state.examples.images);
+  if (!pair || !example) return;
   byId("compare").checked = true;
-  const images = state.examples.images;
-  const marked = images.find((example) => example.marker === true || /shortcut|marker/i.test(example.name)) ?? images[0];
-  if (marked) await useExample(marked);
+  selectModel(pair.models[0]);
+  await useExample(example);
 }
 
-function renderExamples() {
-  const { images, sentences } = state.examples;
-  const thumbs = byId("thumbs");
-  thumbs.replaceChildren(...images.map((example) => {
-    const caption = example.label ?? example.shape ?? example.name.replace(/\.[a-z]+$/i, "");
-    const button = el("button", {
-      type: "button", class: "thumb", "aria-pressed": "false", dataset: { name: example.name },
-      "aria-label": `Use example image ${caption}`,
-    }, [el("img", { src: example.url, alt: "", loading: "lazy", width: 64, height: 64 }), el("span", { text: caption })]);
-    button.addEventListener("click", () => useExample(example));
-    return el("li", {}, [button]);
-  }));
-  show(byId("image-examples"), images.length > 0);
-  const list = byId("sentence-list");
-  list.replaceChildren(...sentences.map((sentence) => {
-    const button = el("button", { type: "button", class: "chip", text: sentence });
-    button.addEventListener("click", () => useSentence(sentence));
-    return el("li", {}, [button]);
-  }));
-  show(byId("samples"), sentences.length > 0);
-}
-
-function renderQuickStarts() {
-  const quick = byId("quick");
-  const buttons = [];
-  const add = (label, detail, action) => {
-    const button = el("button", { type: "button", class: "quick-card" }, [
-      el("span", { class: "quick-label", text: label }), el("span", { class: "quick-detail", text: detail }),
-    ]);
-    button.addEventListener("click", action);
-    buttons.push(button);
-  };
+function quickStartCards() {
+  const { images, sentences, comparisons } = state.examples;
   const vision = firstModel("vision");
   const text = firstModel("text");
-  if (vision && state.examples.images.length) {
-    add("An example image", `${vision.name} · overlay on a built-in picture`, () => useExample(state.examples.images[0]));
+  const cards = [];
+  if (vision && images.length) {
+    cards.push({ label: "An example image", detail: `${vision.name} · overlay on a built-in picture`, action: () => useExample(images[0]) });
   }
-  if (state.examples.comparisons.length && state.examples.images.length) {
-    add("Shortcut demo", "clean vs shortcut model on the same picture", useShortcutDemo);
+  if (comparisons.length && images.length) {
+    cards.push({ label: "Shortcut demo", detail: "clean vs shortcut model on the same picture", action: useShortcutDemo });
   }
-  if (text && state.examples.sentences.length) {
-    add(`“${state.examples.sentences[0]}”`, `${text.name} · token-to-token attention`, () => useSentence(state.examples.sentences[0]));
+  if (text && sentences.length) {
+    cards.push({ label: `“${sentences[0]}”`, detail: `${text.name} · token-to-token attention`, action: () => useSentence(sentences[0]) });
   }
-  add("Sample weights", "raw attention [3 layers, 4 heads, 7 tokens]", useSampleWeights);
-  quick.replaceChildren(...buttons);
+  cards.push({ label: "Sample weights", detail: "raw attention [3 layers, 4 heads, 7 tokens]", action: useSampleWeights });
+  return cards;
 }
 
 // ---------------------------------------------------------------- loading
 
 async function loadModels() {
   try {
-    const { models } = await getJson("models");
-    state.models = models;
+    state.models = (await getJson("models")).models;
   } catch (error) {
     state.models = [];
     showError(error);
@@ -428,8 +259,8 @@ async function loadModels() {
   const group = (label, kind) => el("optgroup", { label }, state.models.filter((m) => m.kind === kind)
     .map((m) => el("option", { value: m.name, text: m.name })));
   const groups = [];
-  if (state.models.some((m) => m.kind === "vision")) groups.push(group("Vision models", "vision"));
-  if (state.models.some((m) => m.kind === "text")) groups.push(group("Text models", "text"));
+  if (firstModel("vision")) groups.push(group("Vision models", "vision"));
+  if (firstModel("text")) groups.push(group("Text models", "text"));
   groups.push(el("optgroup", { label: "No model" }, [el("option", { value: RAW, text: "Raw attention weights" })]));
   select.replaceChildren(...groups);
   const fallback = (firstModel("vision") ?? firstModel("text"))?.name ?? RAW;
@@ -444,6 +275,13 @@ async function loadExamples() {
   }
 }
 
+async function loadAll() {
+  await Promise.all([loadModels(), loadExamples()]);
+  renderExamples(state.examples, { onImage: useExample, onSentence: useSentence });
+  renderQuickStarts(quickStartCards());
+  onModelChange();
+}
+
 // ---------------------------------------------------------------- wiring
 
 function onWeightsText() {
@@ -454,27 +292,36 @@ function onWeightsText() {
   if (found) configure(sourceDescription());
 }
 
+async function onWeightsFile() {
+  const file = byId("weights-file").files[0];
+  if (!file) return;
+  clearFieldErrors();
+  try {
+    await setWeightsFile(file);
+  } catch (error) {
+    showFieldError("weights", error.message);
+    return;
+  }
+  byId("weights-hint").textContent = weightsSummary() ?? "";
+  configure(sourceDescription());
+  await render({ reveal: true });
+}
+
+function onOptionChange() {
+  updateDependents();
+  if (state.hasResult) scheduleRender();
+}
+
 function wire() {
-  const form = byId("controls");
-  form.addEventListener("submit", (event) => {
+  byId("controls").addEventListener("submit", (event) => {
     event.preventDefault();
     render({ reveal: true });
   });
   byId("model").addEventListener("change", onModelChange);
-  byId("cancel").addEventListener("click", () => {
-    state.controller?.abort();
-  });
+  byId("cancel").addEventListener("click", () => state.controller?.abort());
   for (const input of Object.values(inputs())) {
-    input.addEventListener("change", () => {
-      updateDependents();
-      if (state.hasResult) scheduleRender();
-    });
-    if (input.type === "number" || input.type === "range") {
-      input.addEventListener("input", () => {
-        updateDependents();
-        if (state.hasResult) scheduleRender();
-      });
-    }
+    input.addEventListener("change", onOptionChange);
+    if (input.type === "number" || input.type === "range") input.addEventListener("input", onOptionChange);
   }
   byId("compare").addEventListener("change", () => {
     if (image.current) render();
@@ -482,7 +329,7 @@ function wire() {
   initImageInput((blob, name) => {
     clearFieldErrors();
     setImage(blob, name);
-    render();
+    render({ reveal: true });
   }, (message) => showFieldError("image", message));
   byId("text").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
@@ -491,19 +338,7 @@ function wire() {
     }
   });
   byId("weights-text").addEventListener("input", debounce(onWeightsText, 300));
-  byId("weights-file").addEventListener("change", async () => {
-    const file = byId("weights-file").files[0];
-    if (!file) return;
-    clearFieldErrors();
-    try {
-      await setWeightsFile(file);
-      byId("weights-hint").textContent = weightsSummary() ?? "";
-      configure(sourceDescription());
-      await render();
-    } catch (error) {
-      showFieldError("weights", error.message);
-    }
-  });
+  byId("weights-file").addEventListener("change", onWeightsFile);
   byId("tokens").addEventListener("change", () => {
     configure(sourceDescription());
     if (state.hasResult) scheduleRender();
@@ -512,21 +347,15 @@ function wire() {
   byId("copy-curl").addEventListener("click", copyCurl);
   byId("token").addEventListener("change", async () => {
     setToken(byId("token").value);
-    hideAlert();
-    await Promise.all([loadModels(), loadExamples()]);
-    renderExamples();
-    renderQuickStarts();
-    onModelChange();
+    clearMessages();
+    await loadAll();
   });
 }
 
 async function main() {
   initColormaps();
   wire();
-  await Promise.all([loadModels(), loadExamples()]);
-  renderExamples();
-  renderQuickStarts();
-  onModelChange();
+  await loadAll();
   document.documentElement.dataset.ready = "true";
 }
 

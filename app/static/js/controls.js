@@ -131,10 +131,10 @@ function errorSlot(field) {
   return error.parentElement.closest("[hidden]") ? null : error;
 }
 
-/** Show `message` next to the control for `field`; false when no such control is visible. */
+/** Show `message` next to the control for `field`; returns the error element, or null when no such control is visible. */
 export function showFieldError(field, message) {
   const error = field ? errorSlot(field) : null;
-  if (!error) return false;
+  if (!error) return null;
   error.textContent = message;
   error.hidden = false;
   const container = error.closest(".field");
@@ -142,7 +142,7 @@ export function showFieldError(field, message) {
   const own = document.getElementById(field);
   const input = own && container?.contains(own) ? own : container?.querySelector("input, select, textarea");
   input?.setAttribute("aria-invalid", "true");
-  return true;
+  return error;
 }
 
 /** Remove every field error. */
