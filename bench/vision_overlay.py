@@ -27,6 +27,7 @@ Results: a Markdown table on stdout and ``bench/results/vision_overlay-<timestam
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import http.client
 import io
@@ -164,9 +165,13 @@ def encode(pixels: np.ndarray, fmt: str) -> bytes:
 
 
 def run_case(port: int, model: str, image: bytes, filename: str, fields: dict[str, str], count: int, warmup: int,
-             max_seconds: float) -> dict[str, Any]:
-    body, content_type = multipart({"model": model, **fields}, image, filename)
-    headers = {"Content-Type": content_type}
+             max_seconds: float, transport: str = "multipart") -> dict[str, Any]:
+    if transport == "json":
+        body = json.dumps({"model": model, "image": base64.b64encode(image).decode("ascii"), **fields}).encode()
+        headers = {"Content-Type": "application/json"}
+    else:
+        body, content_type = multipart({"model": model, **fields}, image, filename)
+        headers = {"Content-Type": content_type}
     samples: list[dict[str, float]] = []
     deadline = time.monotonic() + max_seconds
     for index in range(warmup + count):
@@ -199,6 +204,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--max-seconds", type=float, default=120.0, help="per case")
     parser.add_argument("--method", default="attention", choices=("attention", "rollout", "gradient"))
+    parser.add_argument("--transport", default="multipart", choices=("multipart", "json"),
+                        help="multipart file part (as curl -F) or base64 in a JSON body")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="OMP/MKL threads of the worker (0: torch's default, one per core)")
     args = parser.parse_args()
@@ -228,14 +235,15 @@ def main() -> None:
             }
             fields = {"method": args.method, "view": "overlay"}
             results = {name: run_case(port, model, data, filename, fields, args.requests, args.warmup,
-                                      args.max_seconds) for name, (data, filename) in cases.items()}
-    report = {"model": info, "method": args.method, "workers": 1, "torch_threads": args.torch_threads or "default",
+                                      args.max_seconds, args.transport) for name, (data, filename) in cases.items()}
+    report = {"model": info, "method": args.method, "transport": args.transport, "workers": 1,
+              "torch_threads": args.torch_threads or "default",
               "python": platform.python_version(),
               "machine": platform.machine(), "cpus": os.cpu_count(), "cases": results, "time": stamp}
     out = RESULTS / f"vision_overlay-{stamp}.json"
     out.write_text(json.dumps(report, indent=2))
     print(f"\nOverlay latency, {model} ({info['family']}, {info['layers']} layers, input {width}x{height}), "
-          f"method={args.method}, 1 sync worker, torch threads {args.torch_threads or 'default'}, p50 in ms\n")
+          f"method={args.method}, {args.transport}, 1 sync worker, torch threads {args.torch_threads or 'default'}, p50 in ms\n")
     print("| case | n | " + " | ".join(STAGES) + " | server total | client | non-forward share | PNG KB |")
     print("|---|---|" + "---|" * (len(STAGES) + 4))
     for name, result in results.items():
