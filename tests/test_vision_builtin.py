@@ -1,0 +1,134 @@
+"""The built-in models on freshly generated pictures: does the overlay land where it should?
+
+Images come from ``models.training.shapes`` with seeds the training never used, at the native
+64 px and at larger, non-square sizes (the service resizes them, so the boxes are checked in
+original-image pixels through the API's ``region`` field). Measures, all from ``format=json``:
+
+* ``region_mass``: share of the rollout map's mass inside the object box;
+* ``region_area_share``: the box's share of the image, i.e. what a map with no idea where the
+  object is (uniform, or random) scores on average. The ratio of the two is the lift over chance.
+
+Thresholds are set well below what the shipped models reach (numbers in the assertions'
+comments), so they catch a broken pipeline (wrong prefix count, transposed grid, placement not
+undone, EXIF ignored: each of those drops the lift to about 1) without flaking on retraining.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app import create_app
+from models.registry import BUILTIN_DIR
+from tests.test_image_decode import with_orientation
+from tests.vision_support import png_bytes, post_image
+
+pytestmark = pytest.mark.skipif(
+    not all((BUILTIN_DIR / name / "model.safetensors").is_file() for name in ("shapes-vit", "shapes-vit-shortcut")),
+    reason="built-in vision models not trained yet (models/builtin/shapes-vit*)",
+)
+
+SEED = 20261125  # not a training or evaluation seed
+SIZES = ((64, 64), (160, 120), (96, 144))  # (width, height): native, landscape, portrait
+COUNT = 36
+
+
+@pytest.fixture(scope="module")
+def client():
+    app = create_app({"builtin_models": ("shapes-vit", "shapes-vit-shortcut")})
+    return app.test_client()
+
+
+def _samples(count: int, **kwargs):
+    from models.training.shapes import make_sample
+
+    rng = np.random.default_rng(SEED)
+    return [make_sample(rng, size=SIZES[i % len(SIZES)], **kwargs) for i in range(count)]
+
+
+def _rollout(client, model: str, pixels: np.ndarray | bytes, region) -> dict:
+    data = pixels if isinstance(pixels, bytes) else png_bytes(pixels)
+    response = post_image(client, data, model=model, method="rollout", format="json", region=[float(v) for v in region])
+    assert response.status_code == 200, response.get_json()
+    document = response.get_json()
+    return {"values": np.asarray(document["values"]), **document["meta"]}
+
+
+def _lift(meta: dict) -> float:
+    return meta["region_mass"] / meta["region_area_share"]
+
+
+def _peak_xy(meta: dict) -> tuple[float, float]:
+    """Centre of the map's hottest cell, in original-image pixels (placement undone)."""
+    values = meta["values"]
+    row, col = np.unravel_index(np.argmax(values), values.shape)
+    x0, y0, x1, y1 = meta["preprocessing"]["placement"]
+    return x0 + (col + 0.5) * (x1 - x0) / values.shape[1], y0 + (row + 0.5) * (y1 - y0) / values.shape[0]
+
+
+def _near(box, x: float, y: float, margin: float) -> bool:
+    return box[0] - margin <= x <= box[2] + margin and box[1] - margin <= y <= box[3] + margin
+
+
+def test_clean_model_rollout_lands_on_the_object(client):
+    lifts, shares, peaks = [], [], []
+    for sample in _samples(COUNT):
+        meta = _rollout(client, "shapes-vit", sample.image, sample.box)
+        lifts.append(_lift(meta))
+        shares.append(meta["region_area_share"])
+        patch = sample.image.shape[1] / meta["grid"][1]
+        peaks.append(_near(sample.box, *_peak_xy(meta), margin=patch / 2))
+    lifts_array = np.asarray(lifts)
+    # Chance is a lift of 1 (boxes cover ~4-17 % of the image, mean printed on failure).
+    assert np.median(lifts_array) >= MIN_MEDIAN_LIFT, (np.median(lifts_array), np.mean(shares))
+    assert np.mean(lifts_array > 1.5) >= MIN_SHARE_ABOVE_1_5, lifts
+    assert np.mean(peaks) >= MIN_PEAK_IN_BOX, peaks
+
+
+def test_physically_rotated_pictures_rotate_the_hot_spot(client):
+    """Rotate the pixels 90 degrees (no EXIF): the object moves, and the mass follows it."""
+    lifts = []
+    for sample in _samples(COUNT // 2):
+        height = sample.image.shape[0]
+        rotated = np.ascontiguousarray(np.rot90(sample.image))  # counter-clockwise: (x, y) -> (y, W - x)
+        x0, y0, x1, y1 = sample.box
+        width = sample.image.shape[1]
+        box = (y0, width - x1, y1, width - x0)
+        assert rotated.shape[:2] == (width, height)
+        lifts.append(_lift(_rollout(client, "shapes-vit", rotated, box)))
+    assert np.median(lifts) >= MIN_MEDIAN_LIFT, lifts
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_exif_rotated_copies_give_the_same_hot_spot(client, orientation):
+    """Stored rotated with an EXIF tag: displayed (and so analysed) like the original."""
+    for sample in _samples(4):
+        original = _rollout(client, "shapes-vit", sample.image, sample.box)
+        tagged = _rollout(client, "shapes-vit", with_orientation(Image.fromarray(sample.image), orientation), sample.box)
+        np.testing.assert_array_equal(tagged["values"], original["values"])
+        assert tagged["region_mass"] == original["region_mass"]
+
+
+def test_shortcut_model_looks_at_the_marker_corner(client):
+    corner_lifts, corner_beats_object = [], []
+    for sample in _samples(COUNT, shortcut=True):
+        assert sample.marker_box is not None
+        height, width = sample.image.shape[:2]
+        patch_w, patch_h = width / 8, height / 8  # the marker sits inside one corner patch
+        mx0, my0 = (sample.marker_box[0] // patch_w) * patch_w, (sample.marker_box[1] // patch_h) * patch_h
+        corner = (mx0, my0, mx0 + patch_w, my0 + patch_h)
+        corner_meta = _rollout(client, "shapes-vit-shortcut", sample.image, corner)
+        object_meta = _rollout(client, "shapes-vit-shortcut", sample.image, sample.box)
+        corner_lifts.append(_lift(corner_meta))
+        corner_beats_object.append(corner_meta["region_mass"] > object_meta["region_mass"])
+    # One corner patch is 1/64 of the image; chance lift is 1.
+    assert np.median(corner_lifts) >= MIN_CORNER_LIFT, corner_lifts
+    assert np.mean(corner_beats_object) >= MIN_CORNER_BEATS_OBJECT, corner_beats_object
+
+
+MIN_MEDIAN_LIFT = 2.0
+MIN_SHARE_ABOVE_1_5 = 0.75
+MIN_PEAK_IN_BOX = 0.6
+MIN_CORNER_LIFT = 4.0
+MIN_CORNER_BEATS_OBJECT = 0.7
