@@ -388,7 +388,9 @@ def _wait_new_image(page: Any, previous: str) -> str:
 
 
 def _hover_cell(page: Any, row: float, col: float, rows: int, cols: int, selector: str = ".map-img") -> str:
-    box = page.locator(selector).first.bounding_box()
+    target = page.locator(selector).first
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
     page.mouse.move(box["x"] + box["width"] * (col + 0.5) / cols, box["y"] + box["height"] * (row + 0.5) / rows)
     page.wait_for_function("() => document.querySelector('.readout-value') !== null")
     return page.locator(".readout").first.inner_text()
@@ -396,6 +398,56 @@ def _hover_cell(page: Any, row: float, col: float, rows: int, cols: int, selecto
 
 def _readout_value(text: str) -> float:
     return float(text.split()[-1])
+
+
+def _replay_curl(command: str, files: dict[str, Path]) -> requests.Response:
+    """Send what a curl command from the page describes (the options the page emits), with requests.
+
+    ``files`` maps the file names the command reads (``@name``) to paths on this machine.
+    """
+    import shlex
+
+    words = shlex.split(command.replace("\\\n", " "))
+    assert words[0] == "curl"
+    headers: dict[str, str] = {}
+    form: dict[str, tuple[None, str]] = {}
+    uploads: dict[str, tuple[str, bytes]] = {}
+    data: bytes | None = None
+    url = words[-1]
+    index = 1
+    while index < len(words) - 1:
+        option = words[index]
+        value = words[index + 1] if index + 1 < len(words) - 1 else ""
+        if option in {"-sS", "--fail-with-body"}:
+            index += 1
+            continue
+        if option == "-o":
+            pass
+        elif option == "-H":
+            name, _, text = value.partition(":")
+            headers[name.strip()] = text.strip()
+        elif option == "--data-binary":
+            data = files[value[1:]].read_bytes() if value.startswith("@") else value.encode()
+        elif option == "--form-string":
+            name, _, text = value.partition("=")
+            form[name] = (None, text)
+        elif option == "-F":
+            name, _, text = value.partition("=@")
+            uploads[name] = (text, files[text].read_bytes())
+        else:
+            raise AssertionError(f"unexpected curl option {option!r}")
+        index += 2
+    if data is not None:
+        return requests.post(url, data=data, headers=headers, timeout=60)
+    return requests.post(url, files={**form, **uploads}, headers=headers, timeout=60)
+
+
+def _downloaded_png(page: Any, name: str, index: int = 0) -> bytes:
+    with page.expect_download() as download:
+        page.locator(".download").nth(index).click()
+    path = ARTIFACTS / name
+    download.value.save_as(path)
+    return path.read_bytes()
 
 
 @pytest.mark.live
@@ -430,20 +482,19 @@ def test_raw_weights_end_to_end(page, server):
     assert second != first
     assert "0 of 3" in page.locator(".meta").inner_text()
 
-    # Download and curl.
-    with page.expect_download() as download:
-        page.click(".download")
-    saved = ARTIFACTS / "download.png"
-    download.value.save_as(saved)
-    assert saved.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert download.value.suggested_filename.endswith(".png")
-    # The curl command reads the long JSON body from request.json, offered next to it.
+    # Download the PNG; the curl command (reading the long JSON body from the request.json
+    # offered next to it) gives the same bytes.
+    png = _downloaded_png(page, "download-raw.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
     curl = page.inner_text("#curl")
     assert curl.startswith("curl ") and f"{server}/visualize" in curl and "--data-binary @request.json" in curl
     with page.expect_download() as body_download:
         page.click("#curl-body")
-    body = json.loads(Path(body_download.value.path()).read_text())
+    body_path = Path(body_download.value.path())
+    body = json.loads(body_path.read_text())
     assert body["layer"] == 0 and body["tokens"][1] == "cat" and len(body["weights"]) == 3
+    replayed = _replay_curl(curl, {"request.json": body_path})
+    assert replayed.status_code == 200 and replayed.content == png
     _shot(page, "02-raw-weights")
 
 
@@ -639,9 +690,57 @@ def test_text_model_reads_a_value_by_hovering(page, server):
     document = requests.post(f"{server}/visualize", json={"model": "minilm", "text": "He never smoked.", "format": "json"},
                              timeout=30).json()
     assert math.isclose(_readout_value(text), document["values"][1][2], rel_tol=1e-3)
+    assert _replay_curl(page.inner_text("#curl"), {}).content == _downloaded_png(page, "download-text.png")
     # One query token: a strip with the keys along it.
     page.select_option("#query", "2")
     page.wait_for_function("() => document.querySelector('.meta').innerText.includes('“never”')")
     _wait_rendered(page)
     assert "“never” →" in _hover_cell(page, 0, 3, 1, len(tokens))
     _shot(page, "09-text")
+
+
+@pytest.mark.live
+def test_weights_file_upload_renders_and_shows_the_curl_upload(page, server, tmp_path):
+    weights = np.random.default_rng(3).random((2, 3, 5, 5)).astype(np.float32)
+    path = tmp_path / "my attention.npy"
+    np.save(path, weights)
+    _open(page, f"{server}/")
+    page.select_option("#model", "raw-weights")
+    page.set_input_files("#weights-file", str(path))
+    _wait_rendered(page)
+    assert "Using my attention.npy: L=2 × H=3 × Q=5 × K=5" in page.inner_text("#weights-hint")
+    assert page.get_attribute("#layer", "min") == "-2" and page.locator("#head option").count() == 3 + 3
+    curl = page.inner_text("#curl")
+    assert "-F 'weights=@my attention.npy'" in curl and "--form-string layer=-1" in curl
+    assert _replay_curl(curl, {"my attention.npy": path}).content == _downloaded_png(page, "download-npy.png")
+    page.select_option("#head", "1")
+    page.select_option("#view", "grid")
+    page.wait_for_function("() => document.querySelector('.meta').innerText.includes('one panel each')")
+    _wait_rendered(page)
+    assert "head 0" in _hover_cell(page, 0.2, 0.2, 2, 2)
+
+
+@pytest.mark.live
+def test_page_asks_for_a_token_when_the_api_needs_one(browser):
+    token = "page-test-token-0123456789"
+    env = {"ATTNMAP_BUILTIN_MODELS": "none", "ATTNMAP_API_TOKENS": token}
+    with gunicorn_server(env, workers=1) as (base, _process):
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        tab = context.new_page()
+        problems = PageProblems(tab)
+        try:
+            _open(tab, f"{base}/")
+            tab.wait_for_selector("#auth[open]")
+            assert "needs an API token" in tab.inner_text("#alert")
+            tab.fill("#token", token)
+            tab.press("#token", "Enter")
+            tab.wait_for_selector("#alert", state="hidden")
+            tab.select_option("#model", "raw-weights")
+            tab.click("#sample-weights")
+            _wait_rendered(tab)
+            curl = tab.inner_text("#curl")
+            assert '-H "Authorization: Bearer $ATTNMAP_TOKEN"' in curl and token not in curl
+            tab.screenshot(path=str(ARTIFACTS / "10-token.png"), full_page=True)
+        finally:
+            context.close()
+    assert problems.errors == []

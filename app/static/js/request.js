@@ -37,6 +37,11 @@ export function shellQuote(text) {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
 }
 
+/** A file name as curl's -F reads it: double-quoted when it holds curl's separators. */
+function curlFilename(name) {
+  return /[;,"\\]/.test(name) ? `"${name.replace(/["\\]/g, "\\$&")}"` : name;
+}
+
 // Longer JSON bodies are shown as a file reference instead of inline.
 export const INLINE_BODY_LIMIT = 1500;
 
@@ -52,8 +57,7 @@ export function toCurl(request, url, { token = false, output = "attention.png" }
     for (const [name, value] of Object.entries(request.fields)) {
       parts.push(`--form-string ${shellQuote(`${name}=${formValue(value)}`)}`);
     }
-    const filename = request.file.filename.replace(/[^A-Za-z0-9._-]/g, "_") || "upload";
-    parts.push(`-F ${shellQuote(`${request.file.part}=@${filename}`)}`);
+    parts.push(`-F ${shellQuote(`${request.file.part}=@${curlFilename(request.file.filename || "upload")}`)}`);
   } else {
     const body = jsonBody(request);
     parts.push("-H 'Content-Type: application/json'");
