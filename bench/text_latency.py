@@ -1,6 +1,6 @@
 """Latency of the text path against a plain forward pass of the same model, in one process.
 
-    python bench/text_latency.py [--samples 15] [--tokens 16 128 512] [--no-sdpa]
+    python bench/text_latency.py [--samples 15] [--tokens 16 128 512] [--threads N] [--no-sdpa]
 
 For each input length (built-in MiniLM, 6 layers x 12 heads) it times:
 
@@ -158,7 +158,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=15, help="timed calls per case and length")
     parser.add_argument("--tokens", type=int, nargs="+", default=[16, 128, 512])
     parser.add_argument("--no-sdpa", action="store_true", help="skip the informational SDPA baseline")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (0: torch's default); 1 is steadier on a machine shared with other jobs")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     started = time.perf_counter()
     settings = load_settings(environ={}, overrides={"builtin_models": ()})

@@ -54,7 +54,9 @@ class HFTextAdapter(ModelAdapter):
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         self._classifier = has_classification_head(config)
         loader = AutoModelForSequenceClassification if self._classifier else AutoModel
-        model = loader.from_pretrained(path, local_files_only=True, attn_implementation=attn_implementation, dtype=dtype)
+        # use_safetensors: a directory with only pytorch_model.bin (a pickle) is refused, not unpickled.
+        model = loader.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                       attn_implementation=attn_implementation, dtype=dtype)
         self.model = model.to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         if not getattr(self.tokenizer, "is_fast", False):
