@@ -648,7 +648,7 @@ def test_vision_model_end_to_end(page, server, tmp_path):
     assert page.eval_on_selector(".map-img", "(img) => img.naturalWidth") > 0
     assert "Prediction" in page.inner_text(".meta")
     layers = int(page.get_attribute("#layer", "max")) + 1
-    text = _hover_cell(page, 0.5, 0.5, 1, 1)
+    text = _hover_cell(page, 0, 0, 1, 1)  # the middle of the picture
     assert "patch row" in text
     page.fill("#layer", "0")
     second = _wait_new_image(page, first)

@@ -81,7 +81,9 @@ export function updateDependents() {
   const c = inputs();
   show(byId("alpha-field"), c.view.value === "overlay");
   byId("alpha-out").textContent = Number(c.alpha.value).toFixed(2);
-  c.discard_ratio.disabled = c.method.value !== "rollout";
+  show(c.discard_ratio.closest(".field"), c.method.value === "rollout");
+  // A grid shows every head: the head choice does not apply.
+  c.head.disabled = c.view.value === "grid";
   byId("colormap-swatch").className = `swatch cm-${c.colormap.value}`;
   byId("method-hint").textContent = METHOD_HINTS[c.method.value] ?? "";
 }
@@ -104,7 +106,7 @@ export function readOptions(kind) {
   const c = inputs();
   const fields = {};
   if (c.layer.value !== "" || c.layer.validity.badInput) fields.layer = numberOrText(c.layer.value);
-  fields.head = /^\d+$/.test(c.head.value) ? Number(c.head.value) : c.head.value;
+  if (c.view.value !== "grid") fields.head = /^\d+$/.test(c.head.value) ? Number(c.head.value) : c.head.value;
   if (c.method.value !== "attention") fields.method = c.method.value;
   fields.view = c.view.value;
   if (c.query.value !== "") fields.query = numberOrText(c.query.value);

@@ -7,11 +7,12 @@ import { image, readTokens, weights } from "./sources.js";
 
 function filename(model, fields) {
   const safe = (text) => String(text).replace(/[^A-Za-z0-9._-]/g, "_");
-  return `attnmap-${safe(model ?? "weights")}-${safe(fields.view)}-layer${safe(fields.layer ?? -1)}-head${safe(fields.head)}.png`;
+  const head = fields.head === undefined ? "all-heads" : `head${safe(fields.head)}`;
+  return `attnmap-${safe(model ?? "weights")}-${safe(fields.view)}-layer${safe(fields.layer ?? -1)}-${head}.png`;
 }
 
 function description(model, fields) {
-  const head = typeof fields.head === "number" ? `head ${fields.head}` : `${fields.head} of heads`;
+  const head = fields.head === undefined ? "every head" : typeof fields.head === "number" ? `head ${fields.head}` : `${fields.head} of heads`;
   const layer = fields.layer === undefined ? "last layer" : `layer ${fields.layer}`;
   return `${fields.view} of ${model ?? "raw weights"}, ${fields.method ?? "attention"}, ${layer}, ${head}`;
 }
