@@ -47,6 +47,17 @@ MODEL_LOAD_SECONDS = Gauge(
     ["model"], registry=_REGISTRY, multiprocess_mode="liveall",
 )
 
+# Leak sentinels, one sample per live worker: both stay flat (figures bounded by the layout cache,
+# hooks 0 between requests) however many requests a worker has served.
+FIGURES_CACHED = Gauge(
+    "attnmap_figures_cached", "matplotlib figures this worker keeps laid out for annotated maps (bounded LRU).",
+    registry=_REGISTRY, multiprocess_mode="liveall",
+)
+MODEL_HOOKS = Gauge(
+    "attnmap_model_forward_hooks", "Forward hooks registered on this worker's models after its last request.",
+    registry=_REGISTRY, multiprocess_mode="liveall",
+)
+
 metrics_api = Blueprint("metrics", __name__)
 
 
@@ -78,6 +89,13 @@ def observe_request(route: str, method: str, status: int, seconds: float, stages
             STAGE_SECONDS.labels(stage).observe(stage_seconds)
     if status >= 400:
         REJECTED.labels(error_code or "unknown", str(status)).inc()
+
+
+def observe_resources(figures: int, hooks: int | None) -> None:
+    """Record the leak sentinels after a request (``hooks`` None: no model ran, nothing to count)."""
+    FIGURES_CACHED.set(figures)
+    if hooks is not None:
+        MODEL_HOOKS.set(hooks)
 
 
 def observe_model_loads(load_seconds: Mapping[str, float]) -> None:

@@ -13,7 +13,9 @@ import time
 from flask import Flask, Response, g, request
 
 from app.logging_setup import clip, log_access
-from app.metrics import observe_request
+from app.metrics import observe_request, observe_resources
+from app.render.annotated import open_figures
+from app.state import state
 
 log = logging.getLogger("attnmap.observe")
 
@@ -46,6 +48,9 @@ def _record(response: Response) -> None:
     route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
     error_code = g.get("error_code") if response.status_code >= 400 else None
     observe_request(route, request.method, response.status_code, seconds, stages, error_code)
+    # Hooks are counted only after a forward pass, so the raw-weights path pays nothing for it.
+    hooks = sum(adapter.hook_count() for adapter in state().registry.adapters()) if "forward" in stages else None
+    observe_resources(open_figures(), hooks)
     log_access({
         "request_id": g.get("request_id"),
         "method": clip(request.method, 16),

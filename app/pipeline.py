@@ -70,8 +70,10 @@ def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, sett
     else:
         capture = _capture_from_model(options, source, registry, settings, timer)
         model_name = options.model
+    check_deadline(timer, settings)
     with timer.stage("reduce"):
         reduced = reduce_for_view(capture, options, settings)
+    check_deadline(timer, settings)
     meta = _provenance(model_name, capture, reduced, options)
     if options.format == "json":
         document = {"values": reduced.values, "shape": list(reduced.values.shape), "meta": meta}
@@ -81,6 +83,17 @@ def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, sett
         raise Unprocessable("the rendered PNG exceeds the output byte limit; ask for a smaller size",
                             code="output_too_large", field="size")
     return Result(png=png, headers=_headers(meta))
+
+
+def check_deadline(timer: StageTimer, settings: Settings) -> None:
+    """503 when a request has run past the app deadline, checked between stages.
+
+    The deadline sits below Gunicorn's timeout, so a slow request ends with a clear answer
+    instead of its worker being killed (which would also cost a model reload).
+    """
+    if timer.elapsed() > settings.request_deadline_s:
+        raise ServiceUnavailable(f"the request ran past the {settings.request_deadline_s:g} s deadline; "
+                                 "ask for less (fewer layers, a smaller size) or retry", code="deadline_exceeded")
 
 
 def _raw_stack(weights: np.ndarray, options: VisualizeOptions) -> AttentionStack:
@@ -139,6 +152,7 @@ def _capture_from_model(options: VisualizeOptions, source: Source, registry: Mod
             f"this selection needs about {needed // (1024 * 1024)} MiB of attention for {tokens} tokens; the budget is "
             f"{budget // (1024 * 1024)} MiB (use method=attention for one layer, or a shorter input)",
             code="selection_too_large", field="method")
+    check_deadline(timer, settings)
     with timer.stage("forward"):
         return _guarded_capture(adapter, inputs, request)
 

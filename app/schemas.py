@@ -33,7 +33,8 @@ class VisualizeOptions(BaseModel):
     layer: int | None = None
     head: int | Fusion = "mean"
     method: Method = "attention"
-    query: int | Literal["cls", "mean"] | None = None
+    # An index, "cls", "mean", or the exact text of a token (its first occurrence).
+    query: int | str | None = Field(default=None)
     key: int | str | None = None
     view: View | None = None
     colormap: str = "viridis"

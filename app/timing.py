@@ -12,6 +12,11 @@ class StageTimer:
 
     def __init__(self) -> None:
         self.stages: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the request started."""
+        return time.perf_counter() - self.started
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -74,6 +74,7 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
     query = _default_query(capture, options)
     if stack.grid is None and square:
         matrix, labels, meta = _token_options(capture, options, matrix, labels)
+    query = _resolve_query(query, labels)
     values = select_query(matrix, query, num_tokens=matrix.shape[0]) if matrix.ndim == 2 else matrix
     if square and stack.grid is None and options.annotate and options.format == "png" and labels \
             and len(labels) > settings.limits.max_labels:
@@ -93,6 +94,15 @@ def _default_query(capture: Capture, options: VisualizeOptions) -> int | str | N
     if options.query is not None:
         return options.query
     return "cls" if capture.stack.grid is not None else None
+
+
+def _resolve_query(query: int | str | None, labels: list[str] | None) -> int | str | None:
+    """A query given as token text becomes its (first) position; ``cls``/``mean`` stay as they are."""
+    if not isinstance(query, str) or query in ("cls", "mean"):
+        return query
+    if labels is None or query not in labels:
+        raise Unprocessable(f"query {query!r} is not one of the input's tokens", code="unknown_token", field="query")
+    return labels.index(query)
 
 
 def _matrix(capture: Capture, options: VisualizeOptions, layer: int, head: Any) -> np.ndarray:
@@ -152,7 +162,7 @@ def _grid(capture: Capture, options: VisualizeOptions, settings: Settings, layer
         raise Unprocessable(f"a grid of {stack.num_heads} heads exceeds the limit of {settings.limits.max_panels} panels",
                             code="too_many_panels", field="view")
     heads = stack.layer_slice(layer).astype(np.float64)
-    query = _default_query(capture, options)
+    query = _resolve_query(_default_query(capture, options), stack.tokens)
     panels = []
     for head in heads:
         panel = select_query(head, query, num_tokens=head.shape[0]) if query is not None else head

@@ -111,6 +111,13 @@ class ModelAdapter(ABC):
     def warm_up(self) -> None:  # noqa: B027 - optional hook, most adapters need nothing more
         """Run one small forward pass so the first request does not pay for lazy initialisation."""
 
+    def hook_count(self) -> int:
+        """Forward hooks currently registered on the model (0 between requests; a leak shows up here)."""
+        from models.hooks import hooks_on
+
+        model = getattr(self, "model", None)
+        return hooks_on(model) if model is not None else 0
+
     def attention_bytes(self, tokens: int, layers: int) -> int:
         """Memory of ``layers`` captured layers: L x H x T^2 float32 (gradients double it)."""
         return layers * self.info.heads * tokens * tokens * 4

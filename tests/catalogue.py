@@ -7,6 +7,7 @@ valid request right after it still succeeds on the same worker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import Callable
@@ -59,13 +60,16 @@ def send_raw(base: str, payload: bytes) -> tuple[int, bytes]:
     """Write raw bytes to the server and parse the status line of the answer."""
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
+        # The server may answer (413) and close before the whole payload is sent: that is fine.
+        with contextlib.suppress(OSError):
+            sock.sendall(payload)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
         chunks = []
         while True:
             try:
                 chunk = sock.recv(65536)
-            except ConnectionResetError:
+            except OSError:
                 break
             if not chunk:
                 break

@@ -265,3 +265,10 @@ def test_request_id_is_kept_or_made(client):
     assert response.headers["X-Request-ID"] == "abc-123"
     response = client.post("/visualize", json={"weights": [[1.0]]}, headers={"X-Request-ID": "bad id <script>"})
     assert response.headers["X-Request-ID"] != "bad id" and len(response.headers["X-Request-ID"]) == 32
+
+
+def test_a_request_past_the_deadline_is_a_503():
+    app = create_app({"builtin_models": (), "request_deadline_s": 0.0})
+    response = app.test_client().post("/visualize", json={"weights": [[0.5, 0.5], [0.5, 0.5]]})
+    assert_error(response, 503, "deadline_exceeded")
+    assert response.headers["Retry-After"]

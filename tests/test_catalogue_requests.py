@@ -84,7 +84,8 @@ def exact_body(size: int) -> bytes:
 J = {"Content-Type": "application/json"}
 
 TRANSPORT = [
-    Case("json-as-text-plain", "transport", 415, "unsupported_media_type", data=dumps({"weights": M}), headers={"Content-Type": "text/plain"}),
+    Case("json-as-text-plain", "transport", 415, "unsupported_media_type", data=dumps({"weights": M}),
+         headers={"Content-Type": "text/plain"}),
     Case("no-content-type", "transport", 415, "unsupported_media_type", data=dumps({"weights": M})),
     Case("xml", "transport", 415, "unsupported_media_type", data=b"<w/>", headers={"Content-Type": "application/xml"}),
     Case("gzip-encoding", "transport", 415, "unsupported_content_encoding", data=b"\x1f\x8b\x08\x00",
@@ -104,7 +105,8 @@ TRANSPORT = [
     Case("multipart-missing-closing-boundary", "transport", 400, "malformed_multipart",
          data=multipart("b0undary", [b'Content-Disposition: form-data; name="layer"\r\n\r\n1'], closing=False),
          headers={"Content-Type": "multipart/form-data; boundary=b0undary"}),
-    Case("multipart-without-boundary", "transport", 400, "malformed_multipart", data=b"--x\r\n\r\n", headers={"Content-Type": "multipart/form-data"}),
+    Case("multipart-without-boundary", "transport", 400, "malformed_multipart", data=b"--x\r\n\r\n",
+         headers={"Content-Type": "multipart/form-data"}),
     Case("multipart-no-source", "transport", 422, "missing_source", form={"layer": "0"}),
     Case("multipart-two-images", "transport", 422, "expected_one_file",
          files=[("image", ("a.png", b"x")), ("image", ("b.png", b"y"))]),  # type: ignore[arg-type]
@@ -219,7 +221,8 @@ SELECTION = [
     Case("rollout-non-square", "selection", 422, "not_square", json={"weights": [[0.2, 0.3, 0.5]] * 2, "method": "rollout"}),
     Case("discard-ratio-one", "selection", 422, "out_of_range", json={"weights": STACK, "method": "rollout", "discard_ratio": 1.0}),
     Case("query-out-of-range", "selection", 422, "out_of_range", json={"weights": STACK, "query": 7}),
-    Case("query-unknown-word", "selection", 422, "invalid_value", json={"weights": STACK, "query": "first"}),
+    Case("query-unknown-token", "selection", 422, "unknown_token", json={"weights": STACK, "query": "first", "tokens": ["a", "b", "c"]}),
+    Case("query-without-labels", "selection", 422, "unknown_token", json={"weights": STACK, "query": "first"}),
     Case("trace-without-key", "selection", 422, "missing_field", json={"weights": STACK, "view": "trace", "query": 0}),
     Case("trace-unknown-token", "selection", 422, "unknown_token",
          json={"weights": STACK, "view": "trace", "query": 0, "key": "zz", "tokens": ["a", "b", "c"]}),

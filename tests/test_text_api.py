@@ -104,7 +104,6 @@ def test_negation_trace_has_one_value_per_layer_and_head(client, reference):
     assert_error(post(client, **NEGATION, view="trace", query=2, key="smoker"), 422, "unknown_token", "key")
 
 
-@pytest.mark.xfail(reason="the schema's query field accepts an index, 'cls' or 'mean' but not yet a token string", strict=False)
 def test_trace_query_by_token_text(client):
     values, meta = values_of(client, **NEGATION, view="trace", query="never", key="smoked")
     assert values.shape == (6, 12) and meta["query_index"] == 2
@@ -249,6 +248,7 @@ def raw_post(client, body: str):
     ('{"text": "Z' + "\\u0336" * 40 + 'algo", "model": "minilm"}', "invalid_text", "text"),
     ('{"text": "fine", "text_pair": "\\ud83d", "model": "minilm"}', "invalid_text", "text_pair"),
     ('{"text": "fine", "text_pair": " ", "model": "minilm"}', "empty_text", "text_pair"),
+    ('{"text": "\\u0301", "model": "minilm", "mask_special": true}', "empty_text", "text"),
     ('{"text": "fine", "method": "gradient", "target_text": "\\u202e", "model": "minilm"}', "invalid_text", "target_text"),
 ])
 def test_text_hygiene(client, body, code, field):
