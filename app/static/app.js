@@ -319,6 +319,9 @@ function wire() {
   });
   byId("model").addEventListener("change", onModelChange);
   byId("cancel").addEventListener("click", () => state.controller?.abort());
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.controller && !event.target.closest?.(".map-frame")) state.controller.abort();
+  });
   for (const input of Object.values(inputs())) {
     input.addEventListener("change", onOptionChange);
     if (input.type === "number" || input.type === "range") input.addEventListener("input", onOptionChange);

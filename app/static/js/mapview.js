@@ -144,6 +144,8 @@ export class MapView {
     if (this.url) URL.revokeObjectURL(this.url);
     this.url = url;
     if (this.img.naturalHeight) this.plot.style.setProperty("--aspect", String(this.img.naturalWidth / this.img.naturalHeight));
+    // Small pictures are shown larger than they are: keep their pixels crisp instead of blurred.
+    this.img.classList.toggle("is-upscaled", this.img.naturalWidth < 160);
     this.doc = doc;
     this.annotated = annotated;
     this.layout = null;
