@@ -22,6 +22,7 @@ function fillAxis(axis, labels, property) {
   axis.hidden = labels === null;
   if (labels === null) return;
   axis.style[property] = `repeat(${labels.length}, minmax(0, 1fr))`;
+  axis.style.setProperty("--n", String(labels.length));
   axis.replaceChildren(...labels.map((label) => el("span", { text: label, title: label })));
 }
 
