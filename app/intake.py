@@ -44,8 +44,10 @@ def _from_json(request: Request, limits: Limits) -> tuple[VisualizeOptions, Sour
         # A chunked body is cut at the byte limit by Werkzeug, which raises 413 only on the next
         # read: make that read, so an oversize body is a 413 and never parsed truncated.
         request.stream.read(1)
-    # A comma per element bounds the element count: reject absurd claims before parsing.
-    if body.count(b",") > limits.max_tensor_elements + 20_000:
+    # A comma per element bounds the element count: reject absurd claims before parsing. A body
+    # shorter than the bound cannot hold that many commas, and counting costs a pass over it.
+    comma_bound = limits.max_tensor_elements + 20_000
+    if len(body) > comma_bound and body.count(b",") > comma_bound:
         raise Unprocessable(f"the body holds more than {limits.max_tensor_elements} numbers",
                             code="tensor_too_large", field="weights")
     fields = parse_json_object(body)
@@ -53,8 +55,9 @@ def _from_json(request: Request, limits: Limits) -> tuple[VisualizeOptions, Sour
     options = options_from_json(fields)
     source = Source(text=options.text)
     if raw_weights is not None:
-        literals = b"true" in body or b"false" in body or b"null" in body
-        source.weights = weights_from_json(raw_weights, limits, may_hold_literals=literals)
+        # Evaluated only if the weights need the exact check (three passes over the body).
+        source.weights = weights_from_json(
+            raw_weights, limits, may_hold_literals=lambda: b"true" in body or b"false" in body or b"null" in body)
     if options.image is not None:
         source.image_bytes = _base64_image(options.image, limits)
     return options, source

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -89,11 +90,23 @@ def _has_non_number(value: Any) -> bool:
     return False
 
 
-def weights_from_json(value: Any, limits: Limits, *, may_hold_literals: bool = True) -> np.ndarray:
+def _may_hold_booleans(array: np.ndarray) -> bool:
+    """Whether numpy may have coerced JSON booleans: only exact 0s and 1s can come from them."""
+    return bool(np.logical_or(array == 0, array == 1).any())
+
+
+def weights_from_json(value: Any, limits: Limits, *, may_hold_literals: bool | Callable[[], bool] = True) -> np.ndarray:
     """Validate nested JSON lists and build the weights array.
 
-    ``may_hold_literals`` is False when the raw body had no ``true``/``false``/``null``, which lets
-    the common case skip a per-element Python walk.
+    ``may_hold_literals`` says whether the raw body may contain ``true``/``false``/``null`` (False
+    lets an input that numpy cannot convert skip a per-element Python walk). It may be a callable,
+    evaluated only when needed: scanning a large body for the three words costs more than the
+    conversion itself.
+
+    The common case (a rectangular list of numbers) costs one ``np.array`` call: booleans are
+    the only non-numbers numpy converts silently, and they can only hide among exact 0s and 1s,
+    so anything else unusual takes the exact path below, with the same checks in the same order
+    (and so the same error codes) as a walk done up front.
     """
     if not isinstance(value, list):
         raise Unprocessable("weights must be a nested list of numbers", code="invalid_type", field=FIELD)
@@ -106,13 +119,18 @@ def weights_from_json(value: Any, limits: Limits, *, may_hold_literals: bool = T
             code="invalid_rank", field=FIELD,
         )
     _check_shape(shape, limits)
-    if may_hold_literals and _has_non_number(value):
-        raise Unprocessable("weights must contain only numbers", code="invalid_element_type", field=FIELD)
+    array: np.ndarray | None
     try:
         array = np.array(value)
     except (ValueError, OverflowError):
-        raise Unprocessable("weights rows have different lengths (ragged)", code="ragged_array", field=FIELD) from None
-    if array.shape != shape:
+        array = None
+    if array is not None and array.shape == shape and array.dtype.kind in "fi" and not _may_hold_booleans(array):
+        return _finite_float32(array)
+    # Exact path: the order of these checks decides which error a doubly-wrong input gets.
+    literals = may_hold_literals() if callable(may_hold_literals) else may_hold_literals
+    if literals and _has_non_number(value):
+        raise Unprocessable("weights must contain only numbers", code="invalid_element_type", field=FIELD)
+    if array is None or array.shape != shape:
         raise Unprocessable("weights rows have different lengths (ragged)", code="ragged_array", field=FIELD)
     if array.dtype.kind not in "fi":
         if array.dtype.kind == "O" and not _has_non_number(value):
