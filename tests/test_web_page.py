@@ -8,6 +8,7 @@ exist; screenshots land in ``artifacts/web/``.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -658,6 +659,22 @@ def test_vision_model_end_to_end(page, server, tmp_path):
     page.wait_for_selector("#layer-error:not([hidden])")
     assert f"[-{layers}, {layers - 1}]" in page.inner_text("#layer-error")
     _shot(page, "07-vision-error")
+
+    # Dropping a picture on the drop zone renders it.
+    page.fill("#layer", "-1")
+    third = _wait_new_image(page, second)
+    buffer = io.BytesIO()
+    Image.new("RGB", (80, 60), "#17bebb").save(buffer, format="PNG")
+    transfer = page.evaluate_handle("""(b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([bytes], 'dropped.png', { type: 'image/png' }));
+      return transfer;
+    }""", base64.b64encode(buffer.getvalue()).decode())
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": transfer})
+    _wait_new_image(page, third)
+    assert page.eval_on_selector(".map-img", "(img) => [img.naturalWidth, img.naturalHeight]") == [80, 60]
+    assert "dropped.png" in page.inner_text("#image-name")
 
 
 @pytest.mark.live
