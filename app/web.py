@@ -102,7 +102,8 @@ def list_examples(directory: Path) -> dict[str, Example]:
 
 
 def _read_annotations(path: Path) -> dict[str, dict[str, Any]]:
-    """What boxes.json says per image: a box ``[x0, y0, x1, y1]`` and a few short strings.
+    """What boxes.json says per image: the object's box ``[x0, y0, x1, y1]``, the shortcut marker's box
+    if one was drawn, and a few short strings.
 
     Accepted shapes: ``{"name.png": [x0, y0, x1, y1]}``, ``{"name.png": {"box": [...], "label": ...}}``
     or a list of such objects with a ``file``/``name`` key. Anything else is ignored.
@@ -126,15 +127,16 @@ def _read_annotations(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _clean_annotation(value: Any) -> dict[str, Any]:
-    """Keep only a numeric box and short string fields from one boxes.json entry."""
+    """Keep only numeric boxes and short string (or boolean) fields from one boxes.json entry."""
     if isinstance(value, list):
         value = {"box": value}
     if not isinstance(value, dict):
         return {}
     clean: dict[str, Any] = {}
-    box = value.get("box") or value.get("bbox")
-    if isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box):
-        clean["box"] = [float(v) for v in box]
+    for key, names in (("box", ("box", "bbox", "object_box")), ("marker_box", ("marker_box",))):
+        box = next((value[name] for name in names if name in value), None)
+        if isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box):
+            clean[key] = [float(v) for v in box]
     for key in ("label", "shape", "title", "note", "marker"):
         item = value.get(key)
         if (isinstance(item, str) and len(item) <= 200) or isinstance(item, bool):

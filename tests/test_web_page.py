@@ -177,9 +177,11 @@ def examples(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "circle.png").write_bytes(_png())
     (folder / "square-2.jpg").write_bytes(_png("#17bebb"))
+    (folder / "tri.webp").write_bytes(_png("#ffc914"))
     (folder / "boxes.json").write_text(json.dumps({
         "circle.png": {"box": [4, 5, 30, 31], "label": "circle", "marker": False, "secret": "/etc/passwd"},
-        "square-2.jpg": [1, 2, 3, 4],
+        "tri": [0, 1, 2, 3],
+        "square-2.jpg": {"bbox": [1, 2, 3, 4], "marker_box": [40, 0, 48, 8], "marker": "not a bool or short text" * 20},
     }))
     (folder / "notes.txt").write_text("not an image")
     (folder / ".hidden.png").write_bytes(_png())
@@ -199,11 +201,13 @@ def test_examples_lists_images_sentences_and_boxes(examples_client):
     response = examples_client.get("/examples")
     assert response.status_code == 200
     body = response.get_json()
-    assert [image["name"] for image in body["images"]] == ["circle.png", "square-2.jpg"]
+    assert [image["name"] for image in body["images"]] == ["circle.png", "square-2.jpg", "tri.webp"]
     circle = body["images"][0]
     assert circle == {"name": "circle.png", "url": "examples/circle.png", "box": [4.0, 5.0, 30.0, 31.0],
                       "label": "circle", "marker": False}
-    assert body["images"][1]["box"] == [1.0, 2.0, 3.0, 4.0]
+    assert body["images"][1] == {"name": "square-2.jpg", "url": "examples/square-2.jpg", "box": [1.0, 2.0, 3.0, 4.0],
+                                 "marker_box": [40.0, 0.0, 48.0, 8.0]}
+    assert body["images"][2]["box"] == [0.0, 1.0, 2.0, 3.0]  # a bare list, keyed by the file's stem
     assert "He never smoked." in body["sentences"]
     assert body["comparisons"] == []  # the app fixture loads no models
 
@@ -214,6 +218,7 @@ def test_example_image_is_served_by_name(examples_client, examples):
     assert response.mimetype == "image/png"
     assert response.data == (examples / "circle.png").read_bytes()
     assert examples_client.get("/examples/square-2.jpg").mimetype == "image/jpeg"
+    assert examples_client.get("/examples/tri.webp").mimetype == "image/webp"
 
 
 @pytest.mark.parametrize("name", [

@@ -25,8 +25,8 @@ export function renderExamples({ images, sentences }, { onImage, onSentence }) {
 
 /** The example image the shortcut demo starts from: one marked in boxes.json, else the first. */
 export function shortcutExample(images) {
-  return images.find((example) => example.marker === true) ?? images.find((example) => /shortcut|marker/i.test(example.name))
-    ?? images[0] ?? null;
+  return images.find((example) => example.marker === true || Array.isArray(example.marker_box))
+    ?? images.find((example) => /shortcut|marker/i.test(example.name)) ?? images[0] ?? null;
 }
 
 /**
