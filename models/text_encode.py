@@ -33,8 +33,10 @@ class Encoded:
 
 def _tokenize(tokenizer: Any, text: str, pair: str | None, max_length: int | None) -> Any:
     # Fast tokenizers only: word_ids() and sequence_ids() need the Rust backend's alignment data.
+    # split_special_tokens: a user who types "[SEP]" or "</s>" gets those characters as text, not a
+    # real separator that would silently change the input's structure and escape special-token masking.
     return tokenizer(text, pair, truncation="longest_first" if max_length else False, max_length=max_length,
-                     return_special_tokens_mask=True, return_tensors="pt", verbose=False)
+                     return_special_tokens_mask=True, return_tensors="pt", verbose=False, split_special_tokens=True)
 
 
 def _words(encoding: Any) -> tuple[int | None, ...]:
@@ -58,7 +60,7 @@ def _model_inputs(encoding: Any, names: list[str], type_vocab_size: int, device:
 
 def count_tokens(tokenizer: Any, text: str, pair: str | None) -> int:
     """Sequence length of ``text`` (+ ``pair``) with special tokens, without building tensors."""
-    return len(tokenizer(text, pair, truncation=False, verbose=False)["input_ids"])
+    return len(tokenizer(text, pair, truncation=False, verbose=False, split_special_tokens=True)["input_ids"])
 
 
 def too_many_tokens(field_name: str, count: int, cap: int) -> Unprocessable:
@@ -84,6 +86,11 @@ def encode(tokenizer: Any, text: str, pair: str | None, *, cap: int, truncate: b
     ids = encoding["input_ids"]
     special_mask = encoding["special_tokens_mask"][0].tolist()
     special = tuple(i for i, flag in enumerate(special_mask) if flag)
+    if len(special) == len(special_mask):
+        # e.g. a lone combining accent that an uncased normaliser strips: a map of [CLS] and
+        # [SEP] alone says nothing, and masking the specials would leave an empty matrix.
+        raise Unprocessable(f"{field_name} has no tokens left after the model's normalisation", code="empty_text",
+                            field=field_name)
     if pair is not None:
         sequences = encoding.sequence_ids(0)
         meta["segment_boundary"] = sequences.index(1) if 1 in sequences else len(sequences)

@@ -203,3 +203,18 @@ def test_concurrent_captures_keep_their_own_attention(adapter):
         results = [f.result().stack.weights for f in futures]
     for i, weights in enumerate(results):
         np.testing.assert_array_equal(weights, alone[i % 2])
+
+
+def test_special_token_strings_in_user_text_stay_text(adapter):
+    capture = adapter.capture(TextInput("a [SEP] b [PAD]"), CaptureRequest(layers=(0,)))
+    stack = capture.stack
+    assert stack.tokens == ["[CLS]", "a", "[", "sep", "]", "b", "[", "pad", "]", "[SEP]"]
+    assert stack.special_tokens == (0, 9)
+    assert adapter.estimate_tokens(TextInput("a [SEP] b [PAD]"), CaptureRequest(layers=(0,))) == 10
+
+
+def test_text_that_tokenises_to_nothing(adapter):
+    with pytest.raises(Unprocessable) as info:  # the uncased normaliser strips a lone combining accent
+        adapter.capture(TextInput("\u0301"), CaptureRequest(layers=(0,)))
+    assert (info.value.code, info.value.field) == ("empty_text", "text")
+    assert adapter.capture(TextInput("ok", "\u0301"), CaptureRequest(layers=(0,))).stack.tokens == ["[CLS]", "ok", "[SEP]", "[SEP]"]
