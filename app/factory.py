@@ -31,7 +31,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, registry: ModelRegi
     ``registry`` lets tests inject already-loaded models instead of loading the configured ones.
     """
     settings = load_settings(overrides=test_config)
-    app = Flask(__name__)
+    # No default /static route: the page blueprint serves its own files under /assets.
+    app = Flask(__name__, static_folder=None)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.limits.max_body_bytes,
         MAX_FORM_PARTS=settings.limits.max_form_parts,
