@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
 
-try:  # ISA-L's deflate; the zlib fallback writes identical PNGs, only slower.
+try:  # ISA-L's deflate; the zlib fallback writes PNGs with identical pixels, only slower.
     from isal import isal_zlib
 
     _compress = isal_zlib.compress
@@ -24,58 +26,99 @@ except ImportError:  # pragma: no cover - isal ships wheels for every platform w
     _compress = zlib.compress
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IEND = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
 _FILTER_SUB = 1
 _FILTER_UP = 2
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    # The CRC covers type and data; chaining it avoids concatenating (copying) a large IDAT first.
+    crc = zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF
+    return b"".join((struct.pack(">I", len(data)), kind, data, struct.pack(">I", crc)))
 
 
 def block_counts(cells: int, pixels: int) -> np.ndarray:
-    """How many output pixels each of ``cells`` gets so that they add up to exactly ``pixels``."""
+    """How many output pixels each of ``cells`` gets so that they add up to exactly ``pixels``.
+
+    The same few (cells, pixels) pairs come back on every request, so the result is cached and
+    returned read-only.
+    """
+    return _block_counts(int(cells), int(pixels))
+
+
+@lru_cache(maxsize=512)
+def _block_counts(cells: int, pixels: int) -> np.ndarray:
     edges = np.round(np.linspace(0, pixels, cells + 1)).astype(np.int64)
-    return np.diff(edges)
+    counts = np.diff(edges)
+    counts.setflags(write=False)
+    return counts
 
 
-def _indexed_png(width: int, height: int, filtered: bytes, palette: np.ndarray, level: int) -> bytes:
+@lru_cache(maxsize=64)
+def _palette_chunk(palette: bytes) -> bytes:
+    return _chunk(b"PLTE", palette)
+
+
+def _indexed_png(width: int, height: int, filtered: bytes | np.ndarray, palette: np.ndarray, level: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
     return b"".join(
         (
             _SIGNATURE,
             _chunk(b"IHDR", header),
-            _chunk(b"PLTE", np.ascontiguousarray(palette, dtype=np.uint8).tobytes()),
+            _palette_chunk(np.ascontiguousarray(palette, dtype=np.uint8).tobytes()),
             _chunk(b"IDAT", _compress(filtered, level)),
-            _chunk(b"IEND", b""),
+            _IEND,
         )
     )
+
+
+@dataclass(frozen=True)
+class _BlockLayout:
+    """Where the blocks of one (row counts, column counts) pair start; shared by every map of that shape."""
+
+    width: int
+    height: int
+    block_starts: np.ndarray  # scanline byte offset (after the filter byte) where each column block starts
+    row_template: np.ndarray  # per output row: the block row whose first row it is, or ``len(row_counts)`` for an "Up" row
+
+
+@lru_cache(maxsize=256)
+def _block_layout(row_counts: bytes, col_counts: bytes) -> _BlockLayout:
+    rows = np.frombuffer(row_counts, dtype=np.int64)
+    cols = np.frombuffer(col_counts, dtype=np.int64)
+    height, width = int(rows.sum()), int(cols.sum())
+    block_starts = 1 + np.concatenate(([0], np.cumsum(cols)[:-1]))
+    row_template = np.full(height, len(rows), dtype=np.intp)
+    row_template[np.concatenate(([0], np.cumsum(rows)[:-1]))] = np.arange(len(rows))
+    for array in (block_starts, row_template):
+        array.setflags(write=False)
+    return _BlockLayout(width, height, block_starts, row_template)
 
 
 def encode_blocks(cells: np.ndarray, row_counts: np.ndarray, col_counts: np.ndarray, palette: np.ndarray, level: int = 1) -> bytes:
     """Indexed PNG of ``cells`` (uint8 ``[h, w]``) with cell (i, j) drawn ``row_counts[i]`` x ``col_counts[j]`` px.
 
     Equivalent to encoding ``np.repeat(np.repeat(cells, row_counts, 0), col_counts, 1)`` but the
-    filtered scanlines are built from the small map directly.
+    filtered scanlines are built from the small map directly: one "Sub" row per block row (zero
+    except where a block starts) and one all-zero "Up" row, gathered into place.
     """
     cells = np.ascontiguousarray(cells, dtype=np.uint8)
-    keep_rows = row_counts > 0
-    cells, row_counts = cells[keep_rows], row_counts[keep_rows]
-    keep_cols = col_counts > 0
-    cells, col_counts = cells[:, keep_cols], col_counts[keep_cols]
-    height, width = int(row_counts.sum()), int(col_counts.sum())
-    # Sub filter of an upscaled row: the cell difference at each block start, zero elsewhere.
-    diffs = np.empty_like(cells)
-    diffs[:, 0] = cells[:, 0]
-    diffs[:, 1:] = cells[:, 1:] - cells[:, :-1]
-    starts = np.concatenate(([0], np.cumsum(col_counts)[:-1]))
-    first_rows = np.zeros((cells.shape[0], width + 1), dtype=np.uint8)
-    first_rows[:, 0] = _FILTER_SUB
-    first_rows[:, 1 + starts] = diffs
-    filtered = np.zeros((height, width + 1), dtype=np.uint8)
-    filtered[:, 0] = _FILTER_UP
-    row_starts = np.concatenate(([0], np.cumsum(row_counts)[:-1]))
-    filtered[row_starts] = first_rows
-    return _indexed_png(width, height, filtered.tobytes(), palette, level)
+    row_counts = np.asarray(row_counts, dtype=np.int64)
+    col_counts = np.asarray(col_counts, dtype=np.int64)
+    if not (row_counts > 0).all():
+        cells, row_counts = cells[row_counts > 0], row_counts[row_counts > 0]
+    if not (col_counts > 0).all():
+        cells, col_counts = cells[:, col_counts > 0], col_counts[col_counts > 0]
+    layout = _block_layout(row_counts.tobytes(), col_counts.tobytes())
+    block_rows = cells.shape[0]
+    templates = np.zeros((block_rows + 1, layout.width + 1), dtype=np.uint8)
+    templates[:block_rows, 0] = _FILTER_SUB
+    # Sub filter of an upscaled row: the cell difference at each block start (uint8 wraps modulo 256).
+    templates[:block_rows, layout.block_starts[0]] = cells[:, 0]
+    templates[:block_rows, layout.block_starts[1:]] = cells[:, 1:] - cells[:, :-1]
+    templates[block_rows, 0] = _FILTER_UP
+    filtered = templates[layout.row_template]
+    return _indexed_png(layout.width, layout.height, filtered, palette, level)
 
 
 def encode_indexed(indices: np.ndarray, palette: np.ndarray, level: int = 1) -> bytes:
@@ -89,7 +132,7 @@ def encode_indexed(indices: np.ndarray, palette: np.ndarray, level: int = 1) -> 
     filtered[:, 1] = rows[:, 0]
     filtered[:, 2:] = rows[:, 1:] - rows[:, :-1]
     filtered[same_as_above, 1:] = 0
-    return _indexed_png(width, height, filtered.tobytes(), palette, level)
+    return _indexed_png(width, height, filtered, palette, level)
 
 
 def encode_rgb(image: np.ndarray, level: int = 1) -> bytes:
