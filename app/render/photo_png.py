@@ -34,6 +34,7 @@ def encode_rgb_up(image: np.ndarray, level: int = 1) -> bytes:
     return b"".join((
         _SIGNATURE,
         _chunk(b"IHDR", header),
-        _chunk(b"IDAT", _compress(filtered.tobytes(), min(max(level, 0), _MAX_LEVEL))),
+        # The array goes to deflate through the buffer protocol: no 2.4 MB copy for a 1024x768 photo.
+        _chunk(b"IDAT", _compress(filtered, min(max(level, 0), _MAX_LEVEL))),
         _chunk(b"IEND", b""),
     ))
