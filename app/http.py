@@ -11,17 +11,12 @@ from flask import Response
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """Serialise ``payload`` with orjson (numpy arrays allowed) into a JSON response."""
     body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    response = Response(body, status=status, mimetype="application/json")
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    return response
+    # Headers given to the constructor are appended once; setting them one by one afterwards
+    # scans the whole header list each time (quadratic, and this runs on every request).
+    return Response(body, status=status, headers=list((headers or {}).items()), mimetype="application/json")
 
 
 def png_response(png: bytes, headers: dict[str, str]) -> Response:
-    """Wrap encoded PNG bytes in a response with an explicit Content-Length."""
-    response = Response(png, status=200, mimetype="image/png")
-    response.headers["Content-Length"] = str(len(png))
-    response.headers["Content-Disposition"] = 'inline; filename="attention.png"'
-    for name, value in headers.items():
-        response.headers[name] = value
-    return response
+    """Wrap encoded PNG bytes in a response; Werkzeug sets Content-Length from the bytes."""
+    return Response(png, status=200, mimetype="image/png",
+                    headers=[("Content-Disposition", 'inline; filename="attention.png"'), *headers.items()])
