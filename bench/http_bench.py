@@ -407,10 +407,12 @@ def fmt_spread(stats: dict[str, float] | None, digits: int = 1) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The tables printed at the end (and stored in the results file)."""
+    config = report["config"]
+    load = ", ".join(f"{value:.1f}" for value in config["loadavg_before"])
     lines = [
-        f"attnmap HTTP benchmark: {report['config']['workers']} sync workers each, {report['config']['connections']} connections, "
-        f"{report['config']['duration_s']} s x {report['config']['repeats']} interleaved rounds, {report['config']['load_generator']}; "
-        f"median (min-max) over rounds.",
+        f"`{report['command']}`: {config['workers']} sync Gunicorn workers per server, {config['connections']} connections, "
+        f"{config['duration_s']} s x {config['repeats']} interleaved rounds, {config['load_generator_kind']}; "
+        f"median (min-max) over rounds; {config['cpu_count']} CPUs, load average {load} before the runs.",
         "",
         "| case | server | req/s | p50 ms | p99 ms | worker CPU ms/req | attnmap/peer | attnmap/ceiling |",
         "|---|---|---|---|---|---|---|---|",
@@ -424,6 +426,12 @@ def markdown(report: dict[str, Any]) -> str:
             vs_ceiling = fmt_spread(result["ratios"].get("vs_ceiling"), 3) if name == "attnmap" and "vs_ceiling" in result["ratios"] else ""
             lines.append(f"| {case} | {name} | {fmt_spread(runs['rps'])} | {fmt_spread(runs['p50_ms'], 2)} | "
                          f"{fmt_spread(runs['p99_ms'], 2)} | {fmt_spread(runs['cpu_ms_per_request'], 2)} | {vs_peer} | {vs_ceiling} |")
+    lines += [
+        "",
+        "The ceiling reads the same body and returns a fixed PNG of attnmap's plain output size. The peer ignores"
+        " size/annotate and draws no labels, so the annotated ratio is generous to the peer. Worker CPU ms/req is"
+        " user + system time of the server's workers divided by requests: less sensitive to other load than req/s.",
+    ]
     memory = report.get("memory")
     if memory:
         lines += ["", f"Worker RSS over {memory['requests']} requests (plain and annotated in turn), MiB:", "",
