@@ -181,3 +181,36 @@ def test_parse_json_object_matches_the_original(body: bytes) -> None:
     expected = reference_parse(body)
     actual = outcome(parse_json_object, body)
     assert actual == expected, body
+
+
+def reference_finite_float32(array: np.ndarray) -> np.ndarray:
+    """The original check: an isfinite pass, then a magnitude pass for non-float32 input."""
+    if not np.isfinite(array).all():
+        raise Unprocessable("non-finite", code="non_finite_values", field="weights")
+    if array.dtype != np.float32:
+        limit = float(np.finfo(np.float32).max)
+        if array.size and float(np.abs(array).max()) > limit:
+            raise Unprocessable("range", code="value_out_of_range", field="weights")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+special = st.sampled_from([0.0, -0.0, 1.0, np.nan, np.inf, -np.inf, 3.5e38, -3.5e38, 3.4e38, 1e-320])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(-10, 10), special), min_size=1, max_size=12),
+       st.sampled_from([np.float64, np.float32, np.float16, np.int64]))
+def test_finite_float32_matches_the_original(values: list[float], dtype: Any) -> None:
+    with np.errstate(all="ignore"):
+        array = np.array(values, dtype=np.float64)
+        if dtype is np.int64:
+            array = np.nan_to_num(array, nan=0.0, posinf=2**62, neginf=-(2**62)).clip(-(2**62), 2**62).astype(np.int64)
+        else:
+            array = array.astype(dtype)
+    expected = outcome(reference_finite_float32, array)
+    actual = outcome(_finite_float32, array)
+    assert actual[0] == expected[0]
+    if expected[0] == "ok":
+        np.testing.assert_array_equal(actual[1], expected[1])
+    else:
+        assert actual[1] == expected[1]

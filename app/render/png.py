@@ -74,25 +74,31 @@ def _indexed_png(width: int, height: int, filtered: bytes | np.ndarray, palette:
 
 @dataclass(frozen=True)
 class _BlockLayout:
-    """Where the blocks of one (row counts, column counts) pair start; shared by every map of that shape."""
+    """Where the blocks of one (row counts, column counts) pair go; shared by every map of that shape."""
 
     width: int
     height: int
+    kept_rows: np.ndarray | None  # cell rows / columns with at least one pixel, or None when all have
+    kept_cols: np.ndarray | None
     block_starts: np.ndarray  # scanline byte offset (after the filter byte) where each column block starts
-    row_template: np.ndarray  # per output row: the block row whose first row it is, or ``len(row_counts)`` for an "Up" row
+    row_template: np.ndarray  # per output row: the block row whose first row it is, or the "Up" row after them
 
 
 @lru_cache(maxsize=256)
 def _block_layout(row_counts: bytes, col_counts: bytes) -> _BlockLayout:
     rows = np.frombuffer(row_counts, dtype=np.int64)
     cols = np.frombuffer(col_counts, dtype=np.int64)
-    height, width = int(rows.sum()), int(cols.sum())
+    # Blocks of zero pixels (more cells than pixels) vanish from the image, as with np.repeat.
+    kept_rows = None if (rows > 0).all() else np.flatnonzero(rows > 0)
+    kept_cols = None if (cols > 0).all() else np.flatnonzero(cols > 0)
+    rows, cols = rows[rows > 0], cols[cols > 0]
     block_starts = 1 + np.concatenate(([0], np.cumsum(cols)[:-1]))
-    row_template = np.full(height, len(rows), dtype=np.intp)
+    row_template = np.full(int(rows.sum()), len(rows), dtype=np.intp)
     row_template[np.concatenate(([0], np.cumsum(rows)[:-1]))] = np.arange(len(rows))
-    for array in (block_starts, row_template):
-        array.setflags(write=False)
-    return _BlockLayout(width, height, block_starts, row_template)
+    for array in (kept_rows, kept_cols, block_starts, row_template):
+        if array is not None:
+            array.setflags(write=False)
+    return _BlockLayout(int(cols.sum()), int(rows.sum()), kept_rows, kept_cols, block_starts, row_template)
 
 
 def encode_blocks(cells: np.ndarray, row_counts: np.ndarray, col_counts: np.ndarray, palette: np.ndarray, level: int = 1) -> bytes:
@@ -100,16 +106,15 @@ def encode_blocks(cells: np.ndarray, row_counts: np.ndarray, col_counts: np.ndar
 
     Equivalent to encoding ``np.repeat(np.repeat(cells, row_counts, 0), col_counts, 1)`` but the
     filtered scanlines are built from the small map directly: one "Sub" row per block row (zero
-    except where a block starts) and one all-zero "Up" row, gathered into place.
+    except where a block starts) and one all-zero "Up" row, gathered into place. Everything that
+    depends only on the block sizes is computed once per shape and cached.
     """
+    layout = _block_layout(np.asarray(row_counts, dtype=np.int64).tobytes(), np.asarray(col_counts, dtype=np.int64).tobytes())
     cells = np.ascontiguousarray(cells, dtype=np.uint8)
-    row_counts = np.asarray(row_counts, dtype=np.int64)
-    col_counts = np.asarray(col_counts, dtype=np.int64)
-    if not (row_counts > 0).all():
-        cells, row_counts = cells[row_counts > 0], row_counts[row_counts > 0]
-    if not (col_counts > 0).all():
-        cells, col_counts = cells[:, col_counts > 0], col_counts[col_counts > 0]
-    layout = _block_layout(row_counts.tobytes(), col_counts.tobytes())
+    if layout.kept_rows is not None:
+        cells = cells[layout.kept_rows]
+    if layout.kept_cols is not None:
+        cells = cells[:, layout.kept_cols]
     block_rows = cells.shape[0]
     templates = np.zeros((block_rows + 1, layout.width + 1), dtype=np.uint8)
     templates[:block_rows, 0] = _FILTER_SUB
@@ -117,8 +122,7 @@ def encode_blocks(cells: np.ndarray, row_counts: np.ndarray, col_counts: np.ndar
     templates[:block_rows, layout.block_starts[0]] = cells[:, 0]
     templates[:block_rows, layout.block_starts[1:]] = cells[:, 1:] - cells[:, :-1]
     templates[block_rows, 0] = _FILTER_UP
-    filtered = templates[layout.row_template]
-    return _indexed_png(layout.width, layout.height, filtered, palette, level)
+    return _indexed_png(layout.width, layout.height, templates[layout.row_template], palette, level)
 
 
 def encode_indexed(indices: np.ndarray, palette: np.ndarray, level: int = 1) -> bytes:
