@@ -110,8 +110,23 @@ def test_exif_rotated_copies_give_the_same_hot_spot(client, orientation):
         assert tagged["region_mass"] == original["region_mass"]
 
 
+def _rollout_or(client, model: str, pixels: np.ndarray, region, method: str) -> dict:
+    response = post_image(client, png_bytes(pixels), model=model, method=method, format="json",
+                          region=[float(v) for v in region])
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["meta"]
+
+
 def test_shortcut_model_looks_at_the_marker_corner(client):
-    corner_lifts, corner_beats_object = [], []
+    """The shortcut model reads the corner marker, not the (faint) object.
+
+    The region is the ViT patch holding the marker: 1/64 of the image. Rollout keeps half of
+    every layer on the residual path, so its maps stay diffuse; it still puts ~9x chance on that
+    one patch (median 0.14 of the mass) and more than on the object box in every image, while the
+    object box gets less than chance (lift ~0.9). The gradient-weighted method (Chefer et al.)
+    isolates what the prediction used: most of the mass (median 0.80) lands on the marker patch.
+    """
+    corner_lifts, corner_beats_object, gradient_mass = [], [], []
     for sample in _samples(COUNT, shortcut=True):
         assert sample.marker_box is not None
         height, width = sample.image.shape[:2]
@@ -122,13 +137,15 @@ def test_shortcut_model_looks_at_the_marker_corner(client):
         object_meta = _rollout(client, "shapes-vit-shortcut", sample.image, sample.box)
         corner_lifts.append(_lift(corner_meta))
         corner_beats_object.append(corner_meta["region_mass"] > object_meta["region_mass"])
-    # One corner patch is 1/64 of the image; chance lift is 1.
+        gradient_mass.append(_rollout_or(client, "shapes-vit-shortcut", sample.image, corner, "gradient")["region_mass"])
     assert np.median(corner_lifts) >= MIN_CORNER_LIFT, corner_lifts
     assert np.mean(corner_beats_object) >= MIN_CORNER_BEATS_OBJECT, corner_beats_object
+    assert np.median(gradient_mass) >= MIN_GRADIENT_CORNER_MASS, gradient_mass
 
 
 MIN_MEDIAN_LIFT = 2.0
 MIN_SHARE_ABOVE_1_5 = 0.75
 MIN_PEAK_IN_BOX = 0.6
-MIN_CORNER_LIFT = 4.0
-MIN_CORNER_BEATS_OBJECT = 0.7
+MIN_CORNER_LIFT = 4.0  # measured: median 9.2, min 2.1
+MIN_CORNER_BEATS_OBJECT = 0.9  # measured: 1.0
+MIN_GRADIENT_CORNER_MASS = 0.5  # measured: median 0.80 on 1/64 of the image
