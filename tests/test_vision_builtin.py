@@ -72,18 +72,32 @@ def _near(box, x: float, y: float, margin: float) -> bool:
 
 
 def test_clean_model_rollout_lands_on_the_object(client):
-    lifts, shares, peaks = [], [], []
-    for sample in _samples(COUNT):
+    """Rollout mass in the object box, against the box's area share (chance) and a control.
+
+    Measured on these 36 images: median lift 2.05 (about 27 % of the mass on 13 % of the image),
+    every image above 1.5, the hottest cell on the object (within half a patch) in all of them;
+    with ``discard_ratio=0.9`` (only the strongest 10 % of links kept) the median lift is 4.6.
+    Rollout stays diffuse by construction (each layer keeps half of the identity), so 2x is what
+    a model that looks at the object reaches, not a weak result. The control, each image's map
+    scored on *another* image's box, stays near 1: the lift is about the object's position.
+    """
+    lifts, control, peaks, sharp = [], [], [], []
+    samples = _samples(COUNT)
+    for index, sample in enumerate(samples):
         meta = _rollout(client, "shapes-vit", sample.image, sample.box)
         lifts.append(_lift(meta))
-        shares.append(meta["region_area_share"])
+        other = samples[(index + len(SIZES)) % len(samples)].box  # same image size, another object
+        control.append(_lift(_rollout(client, "shapes-vit", sample.image, other)))
         patch = sample.image.shape[1] / meta["grid"][1]
         peaks.append(_near(sample.box, *_peak_xy(meta), margin=patch / 2))
-    lifts_array = np.asarray(lifts)
-    # Chance is a lift of 1 (boxes cover ~4-17 % of the image, mean printed on failure).
-    assert np.median(lifts_array) >= MIN_MEDIAN_LIFT, (np.median(lifts_array), np.mean(shares))
-    assert np.mean(lifts_array > 1.5) >= MIN_SHARE_ABOVE_1_5, lifts
+        response = post_image(client, png_bytes(sample.image), model="shapes-vit", method="rollout", discard_ratio=0.9,
+                              format="json", region=[float(v) for v in sample.box])
+        sharp.append(_lift(response.get_json()["meta"]))
+    assert np.median(lifts) >= MIN_MEDIAN_LIFT, lifts
+    assert min(lifts) >= MIN_EVERY_LIFT, lifts
     assert np.mean(peaks) >= MIN_PEAK_IN_BOX, peaks
+    assert np.median(sharp) >= MIN_SHARP_MEDIAN_LIFT, sharp
+    assert np.median(control) <= MAX_CONTROL_MEDIAN_LIFT, control
 
 
 def test_physically_rotated_pictures_rotate_the_hot_spot(client):
@@ -143,9 +157,11 @@ def test_shortcut_model_looks_at_the_marker_corner(client):
     assert np.median(gradient_mass) >= MIN_GRADIENT_CORNER_MASS, gradient_mass
 
 
-MIN_MEDIAN_LIFT = 2.0
-MIN_SHARE_ABOVE_1_5 = 0.75
-MIN_PEAK_IN_BOX = 0.6
+MIN_MEDIAN_LIFT = 1.6  # measured 2.05 (clean), 2.08 (rotated)
+MIN_EVERY_LIFT = 1.2  # measured min 1.54
+MIN_PEAK_IN_BOX = 0.9  # measured 1.0
+MIN_SHARP_MEDIAN_LIFT = 3.0  # measured 4.6 with discard_ratio=0.9
+MAX_CONTROL_MEDIAN_LIFT = 1.4  # measured 1.07; chance is 1
 MIN_CORNER_LIFT = 4.0  # measured: median 9.2, min 2.1
 MIN_CORNER_BEATS_OBJECT = 0.9  # measured: 1.0
 MIN_GRADIENT_CORNER_MASS = 0.5  # measured: median 0.80 on 1/64 of the image
