@@ -129,9 +129,8 @@ def value_range(values: np.ndarray) -> tuple[float, float]:
 
 def head_entropy(heads: np.ndarray, query_row: int | None = None) -> list[float]:
     """Mean row entropy (nats) of each head ``[H, Q, K]``; near-one-hot heads have entropy near 0."""
-    probs = np.clip(heads.astype(np.float64), 0.0, None)
     if query_row is not None:
-        probs = probs[:, query_row : query_row + 1, :]
-    probs = normalize_rows(probs)
+        heads = heads[:, query_row : query_row + 1, :]  # slice first: one row per head, not H x Q x K
+    probs = normalize_rows(np.clip(heads.astype(np.float64), 0.0, None))
     logs = np.log(np.where(probs > 0, probs, 1.0))
     return [float(v) for v in (-(probs * logs).sum(axis=-1)).mean(axis=-1)]

@@ -99,6 +99,8 @@ class ModelAdapter(ABC):
     """One loaded model of one family, owned by one worker process."""
 
     info: ModelInfo
+    # (model, every module of it), listed once for the per-request hook count.
+    _listed_modules: tuple[Any, tuple[Any, ...]] | None = None
 
     @abstractmethod
     def capture(self, inputs: ImageInput | TextInput, request: CaptureRequest) -> Capture:
@@ -113,10 +115,18 @@ class ModelAdapter(ABC):
 
     def hook_count(self) -> int:
         """Forward hooks currently registered on the model (0 between requests; a leak shows up here)."""
-        from models.hooks import hooks_on
+        from models.hooks import hooks_on_modules
 
         model = getattr(self, "model", None)
-        return hooks_on(model) if model is not None else 0
+        if model is None:
+            return 0
+        # The module tree is fixed once a model is loaded, and this runs after every model request:
+        # list it once instead of walking it each time.
+        modules = self._listed_modules
+        if modules is None or modules[0] is not model:
+            modules = (model, tuple(model.modules()))
+            self._listed_modules = modules
+        return hooks_on_modules(modules[1])
 
     def attention_bytes(self, tokens: int, layers: int) -> int:
         """Memory of ``layers`` captured layers: L x H x T^2 float32 (gradients double it)."""

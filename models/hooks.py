@@ -85,5 +85,10 @@ class AttentionHooks:
 
 def hooks_on(model: nn.Module) -> int:
     """Number of forward hooks registered anywhere in ``model`` (tests assert it is zero)."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    return hooks_on_modules(tuple(model.modules()))
+
+
+def hooks_on_modules(modules: tuple[nn.Module, ...]) -> int:
+    """Forward hooks on an already listed set of modules (walking ``modules()`` costs ~0.1 ms per model)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in modules)
 
