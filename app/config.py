@@ -57,6 +57,10 @@ class Settings(BaseModel):
     png_compression: int = 1
     request_deadline_s: float = 30.0
     warmup: bool = True
+    # Gunicorn's worker count (the same ATTNMAP_WORKERS that gunicorn.conf.py reads): each worker
+    # gets an equal share of the CPU cores for torch unless torch_threads says otherwise.
+    workers: int = Field(default=2, ge=1)
+    torch_threads: int = Field(default=0, ge=0)  # 0: cores // workers, at least 1
     limits: Limits = Field(default_factory=Limits)
 
 

@@ -20,6 +20,7 @@ from app.serving import install_serving, models_loaded
 from app.state import ServiceState
 from app.timing import StageTimer
 from app.web import web
+from models.device import cpu_threads_per_worker
 from models.registry import ModelRegistry, build_registry
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -47,7 +48,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, registry: ModelRegi
     install_serving(app, settings)  # metrics, JSON access log, auth, CORS, ProxyFix
     if registry is None:
         registry = build_registry(settings.builtin_models, settings.models_config, settings.device,
-                                  settings.half_precision, warmup=settings.warmup)
+                                  settings.half_precision, warmup=settings.warmup,
+                                  cpu_threads=cpu_threads_per_worker(settings.workers, settings.torch_threads))
     models_loaded(registry)
     app.extensions["attnmap"] = ServiceState(settings=settings, registry=registry, ready=True)
     return app

@@ -23,7 +23,7 @@ import torch
 
 from app.errors import NotFound
 from models.adapter import ModelAdapter, ModelKind
-from models.device import resolve_device, resolve_dtype
+from models.device import configure_cpu_threads, resolve_device, resolve_dtype
 
 log = logging.getLogger("attnmap.models")
 
@@ -153,8 +153,11 @@ def load_adapter(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> M
 
 
 def build_registry(builtin: Iterable[str], config_path: str | None, device_setting: str,
-                   half_precision: bool, warmup: bool = True) -> ModelRegistry:
-    """Load every configured model on this worker's device; any failure raises ModelLoadError."""
+                   half_precision: bool, warmup: bool = True, cpu_threads: int | None = None) -> ModelRegistry:
+    """Load every configured model on this worker's device; any failure raises ModelLoadError.
+
+    ``cpu_threads`` sets this worker's torch thread count first (None leaves torch's default).
+    """
     specs: list[ModelSpec] = []
     for name in builtin:
         if name not in BUILTINS:
@@ -165,6 +168,8 @@ def build_registry(builtin: Iterable[str], config_path: str | None, device_setti
     registry = ModelRegistry()
     if not specs:
         return registry
+    if cpu_threads is not None:
+        configure_cpu_threads(cpu_threads)
     device = resolve_device(device_setting)
     dtype = resolve_dtype(device, half_precision)
     for spec in specs:
@@ -174,5 +179,6 @@ def build_registry(builtin: Iterable[str], config_path: str | None, device_setti
             adapter.warm_up()
         seconds = time.perf_counter() - started
         registry.add(adapter, seconds)
-        log.info("model loaded", extra={"model": spec.name, "seconds": round(seconds, 3), "device": str(device)})
+        log.info("model loaded", extra={"model": spec.name, "seconds": round(seconds, 3), "device": str(device),
+                                        "torch_threads": torch.get_num_threads()})
     return registry
