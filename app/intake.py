@@ -14,6 +14,7 @@ from flask import Request
 
 from app.config import Limits
 from app.decode.jsonbody import parse_json_object
+from app.decode.multipart import parse_multipart
 from app.decode.tensor import weights_from_json, weights_from_upload
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMedia
 from app.pipeline import Source
@@ -76,51 +77,44 @@ def _base64_image(text: str, limits: Limits) -> bytes:
 
 
 def _from_multipart(request: Request, limits: Limits) -> tuple[VisualizeOptions, Source]:
-    _check_multipart_framing(request)
-    files = request.files
-    form = request.form
-    for name in files:
+    form = parse_multipart(_multipart_body(request), request.mimetype_params.get("boundary", ""), limits)
+    for name, uploads in form.files.items():
         if name not in _FILE_PARTS:
-            raise Unprocessable(f"unexpected file part {name!r}; use 'image' or 'weights'", code="unknown_field", field=name)
-        if len(files.getlist(name)) > 1:
+            raise Unprocessable(f"unexpected file part {name[:64]!r}; use 'image' or 'weights'", code="unknown_field", field=name[:64])
+        if len(uploads) > 1:
             raise Unprocessable(f"send one {name!r} file", code="expected_one_file", field=name)
     fields: dict[str, Any] = {}
-    for name in form:
-        values = form.getlist(name)
+    for name, values in form.fields.items():
         if len(values) > 1:
-            raise Unprocessable(f"field {name!r} was sent more than once", code="duplicate_field", field=name)
+            raise Unprocessable(f"field {name[:64]!r} was sent more than once", code="duplicate_field", field=name[:64])
         if name in _FILE_PARTS:
             raise Unprocessable(f"{name!r} must be sent as a file part", code="invalid_type", field=name)
         fields[name] = values[0]
     options = options_from_form(fields)
     source = Source(text=options.text)
-    if "weights" in files:
-        upload = files["weights"]
-        data = upload.stream.read(limits.max_body_bytes + 1)
-        source.weights = weights_from_upload(upload.filename or "", data, limits)
-    if "image" in files:
-        data = files["image"].stream.read(limits.max_image_bytes + 1)
+    if "weights" in form.files:
+        upload = form.files["weights"][0]
+        source.weights = weights_from_upload(upload.filename, upload.data, limits)
+    if "image" in form.files:
+        data = form.files["image"][0].data
         if len(data) > limits.max_image_bytes:
             raise PayloadTooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
         source.image_bytes = data
     return options, source
 
 
-def _check_multipart_framing(request: Request) -> None:
-    """400 for a multipart body without a boundary or without its closing delimiter.
+def _multipart_body(request: Request) -> bytes:
+    """The whole multipart body (bounded by the byte limit); 400 without a boundary parameter.
 
-    Werkzeug parses a truncated body leniently (the parts before the cut survive), which would
-    turn a broken upload into a confusing semantic error. The body is bounded by the byte limit
-    and cached, so the form parser reads the same bytes afterwards.
+    The body is read whole so that a truncated upload is refused as malformed instead of being
+    parsed up to the cut, which would turn a broken upload into a confusing semantic error.
     """
-    boundary = request.mimetype_params.get("boundary", "")
-    if not boundary:
+    if not request.mimetype_params.get("boundary", ""):
         raise BadRequest("multipart body has no boundary parameter", code="malformed_multipart")
-    body = request.get_data(cache=True, parse_form_data=False)
+    body = request.get_data(cache=False, parse_form_data=False)
     if request.content_length is None:
         request.stream.read(1)  # raises 413 if a chunked body went past the limit
-    if b"--" + boundary.encode("latin-1") + b"--" not in body[-(len(boundary) + 512):]:
-        raise BadRequest("multipart body is truncated (no closing boundary)", code="malformed_multipart")
+    return body
 
 
 def _check_one_source(options: VisualizeOptions, source: Source) -> None:

@@ -217,7 +217,8 @@ def main() -> None:
         if args.torch_threads > 0:
             # On a small shared CPU, torch's default (a thread per core, spin-waiting) stalls for
             # tens of ms whenever another process holds a core; one thread per sync worker is steadier.
-            env.update(OMP_NUM_THREADS=str(args.torch_threads), MKL_NUM_THREADS=str(args.torch_threads))
+            env.update(ATTNMAP_TORCH_THREADS=str(args.torch_threads),
+                       OMP_NUM_THREADS=str(args.torch_threads), MKL_NUM_THREADS=str(args.torch_threads))
         model = args.model
         if args.model_dir is not None:
             model = "bench-model"

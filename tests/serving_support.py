@@ -88,6 +88,27 @@ def worker_pids(master_pid: int) -> list[int]:
     return []
 
 
+def wait_until_heartbeating(worker_pid: int, timeout: float = 60.0) -> None:
+    """Wait until a Gunicorn worker has sent its first heartbeat (it has booted and entered its loop).
+
+    Gunicorn's heartbeat writes ``time.monotonic()`` as the mtime of an unlinked temp file, and
+    the master compares it with its own monotonic clock. Before the first heartbeat the mtime is
+    the file's wall-clock creation time, far in the monotonic "future", so a worker frozen while
+    still booting is never timed out: a test that freezes a worker must wait for this first.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{worker_pid}/fd"):
+                target = os.readlink(f"/proc/{worker_pid}/fd/{fd}")
+                if "gunicorn" in target and "(deleted)" in target:
+                    mtime = os.stat(f"/proc/{worker_pid}/fd/{fd}").st_mtime
+                    if mtime <= time.monotonic() + 1:  # a monotonic stamp: the worker heartbeats
+                        return
+        time.sleep(0.1)
+    raise TimeoutError(f"worker {worker_pid} sent no heartbeat within {timeout:.0f} s")
+
+
 def wait_for_workers(master_pid: int, count: int, timeout: float = 60.0, exclude: set[int] | None = None) -> list[int]:
     """Wait until the master has ``count`` workers, none of them in ``exclude``."""
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ import requests
 import torch
 
 from tests.live import GUNICORN, ROOT, free_port, gunicorn_server, stop
-from tests.serving_support import wait_for_workers, worker_pids
+from tests.serving_support import wait_for_workers, wait_until_heartbeating, worker_pids
 from tests.vision_support import app_for, build_tiny, load_adapter, png_bytes, post_image, random_image
 
 BODY = {"weights": np.random.default_rng(0).random((8, 8)).tolist(), "size": 64}
@@ -29,6 +29,7 @@ def test_a_hung_worker_is_replaced_after_the_timeout():
     with gunicorn_server(env, workers=2) as (base, process):
         before = wait_for_workers(process.pid, 2)
         hung = before[0]
+        wait_until_heartbeating(hung)  # frozen before its first heartbeat, Gunicorn would never time it out
         os.kill(hung, signal.SIGSTOP)
         try:
             replaced = wait_for_workers(process.pid, 2, timeout=90, exclude={hung})
