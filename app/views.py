@@ -68,14 +68,20 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
                             f"{stack.weights.shape[-2]} x {stack.weights.shape[-1]}", code="not_square", field="weights")
     if view == "grid":
         return _grid(capture, options, settings, layer)
-    matrix = _matrix(capture, options, layer, head)
     labels = stack.tokens
     meta: dict[str, Any] = {}
     query = _default_query(capture, options)
-    if stack.grid is None and square:
-        matrix, labels, meta = _token_options(capture, options, matrix, labels)
-    query = _resolve_query(query, labels)
-    values = select_query(matrix, query, num_tokens=matrix.shape[0]) if matrix.ndim == 2 else matrix
+    if stack.grid is not None and options.method == "attention" and (query == "cls" or isinstance(query, int)):
+        # A patch map needs one query row: fuse only that row of each head ([H, K] instead of
+        # [H, Q, K]). Fusion and renormalisation are per row, so the values are the same.
+        heads_by_query = np.moveaxis(stack.layer_slice(layer), 1, 0)
+        values = fuse_heads(select_query(heads_by_query, query, num_tokens=heads_by_query.shape[0])[:, np.newaxis, :], head)[0]
+    else:
+        matrix = _matrix(capture, options, layer, head)
+        if stack.grid is None and square:
+            matrix, labels, meta = _token_options(capture, options, matrix, labels)
+        query = _resolve_query(query, labels)
+        values = select_query(matrix, query, num_tokens=matrix.shape[0]) if matrix.ndim == 2 else matrix
     if square and stack.grid is None and options.annotate and options.format == "png" and labels \
             and len(labels) > settings.limits.max_labels:
         values, labels, meta["pooled"] = pool_blocks(values, labels, settings.limits.max_labels)
