@@ -142,7 +142,10 @@ def test_missing_model_directory_halts_gunicorn_and_readyz_never_200(tmp_path):
             assert process.poll() is not None, "gunicorn kept running without its model"
         finally:
             stop(process)
-    assert process.returncode == 3  # WORKER_BOOT_ERROR: the master halted
+    # Non-zero: WORKER_BOOT_ERROR (3) when the master halts on the first failed worker. When both
+    # workers fail in the same instant, Gunicorn's halt reaps the second one, raises its HaltServer
+    # again inside halt() and exits 1 with a traceback in its own log (seen in CI-like runs).
+    assert process.returncode in (1, 3), process.returncode
     assert 200 not in readyz
     # Quickly: the time it takes a worker to import the libraries and find the directory missing.
     assert elapsed < 120

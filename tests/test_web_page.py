@@ -268,6 +268,7 @@ def test_shortcut_comparison_is_offered_only_when_both_models_are_loaded(loaded,
     if offered:
         assert comparisons[0]["models"] == ["shapes-vit", "shapes-vit-shortcut"]
         assert comparisons[0]["labels"] == ["clean", "shortcut"]
+        assert comparisons[0]["method"] == "gradient"  # where the two models differ most
     else:
         assert comparisons == []
 
@@ -686,8 +687,9 @@ def test_vision_model_end_to_end(page, server, tmp_path):
 def test_shortcut_demo_side_by_side(page, server, tmp_path):
     _require_model("shapes-vit", "shapes-vit-shortcut")
     _open(page, f"{server}/")
-    if page.get_by_role("button", name=re.compile("Shortcut demo")).count():
-        page.get_by_role("button", name=re.compile("Shortcut demo")).click()
+    demo_button = page.get_by_role("button", name=re.compile("Shortcut demo"))
+    if demo_button.count():
+        demo_button.click()
     else:  # no example images on this machine: the same demo from an uploaded picture
         page.select_option("#model", "shapes-vit")
         page.check("#compare")
@@ -699,6 +701,9 @@ def test_shortcut_demo_side_by_side(page, server, tmp_path):
     assert any("shapes-vit-shortcut" in t and "SHORTCUT" in t.upper() for t in titles)
     assert page.is_checked("#compare")
     assert page.inner_text("#curl").count("curl ") == 2
+    if demo_button.count():
+        assert page.input_value("#method") == "gradient"
+        assert page.inner_text("#curl").count("method=gradient") == 2
     _shot(page, "08-shortcut-demo")
 
 

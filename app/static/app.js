@@ -224,6 +224,11 @@ async function useShortcutDemo() {
   if (!pair || !example) return;
   byId("compare").checked = true;
   selectModel(pair.models[0]);
+  // Gradient-weighted attention separates the two models most clearly (the shortcut model puts
+  // most of its map on the marker corner, the clean one little); plain attention of the last
+  // layer is drawn to any bright corner in both.
+  if (pair.method) byId("method").value = pair.method;
+  updateDependents();
   await useExample(example);
 }
 
