@@ -50,12 +50,14 @@ def fuse_heads(heads: np.ndarray, head: int | Fusion) -> np.ndarray:
     ``mean`` keeps stochastic rows stochastic; ``max`` and ``min`` do not, so their rows are
     renormalised when the input rows were non-negative probabilities.
     """
-    heads = heads.astype(np.float64, copy=False)
+    # Reduce first, convert after: a float64 copy of every head ([H, T, T]) costs more than the
+    # reduction itself on long inputs. max/min pick elements, so they are exact in float32, and
+    # the mean accumulates in float64 either way.
     if isinstance(head, int):
-        return heads[head]
+        return heads[head].astype(np.float64)
     if head == "mean":
-        return heads.mean(axis=0)
-    fused = heads.max(axis=0) if head == "max" else heads.min(axis=0)
+        return heads.mean(axis=0, dtype=np.float64)
+    fused = (heads.max(axis=0) if head == "max" else heads.min(axis=0)).astype(np.float64)
     return normalize_rows(fused) if (fused >= 0).all() else fused
 
 
@@ -66,16 +68,32 @@ def rollout(layers: np.ndarray, head: int | Fusion = "mean", discard_ratio: floa
     first token's self-edge), add the identity for the residual path (0.5 A + 0.5 I), renormalise
     rows with keepdims, and multiply later layers on the left: ``R = A'_L ... A'_1``.
     """
-    tokens = layers.shape[-1]
-    identity = np.eye(tokens)
+    identity = np.eye(layers.shape[-1])
     result = identity.copy()
     for layer in layers:
-        fused = fuse_heads(layer, head)
-        if discard_ratio > 0:
-            fused = _discard_smallest(fused, discard_ratio)
-        augmented = normalize_rows(0.5 * fused + 0.5 * identity)
-        result = augmented @ result
+        result = _rollout_step(layer, head, discard_ratio, identity) @ result
     return result
+
+
+def rollout_row(layers: np.ndarray, row: int, head: int | Fusion = "mean", discard_ratio: float = 0.0) -> np.ndarray:
+    """Row ``row`` of :func:`rollout`, with vector-matrix products only.
+
+    ``e_row^T A'_L ... A'_1`` evaluated from the left costs L x T^2 instead of the L x T^3 of the
+    full product: for a ViT-L/14 at 336 px (577 tokens, 24 layers) about 8 MFLOP instead of 4.6 GFLOP.
+    """
+    identity = np.eye(layers.shape[-1])
+    vector = identity[row].copy()
+    for layer in layers[::-1]:
+        vector = vector @ _rollout_step(layer, head, discard_ratio, identity)
+    return vector
+
+
+def _rollout_step(layer: np.ndarray, head: int | Fusion, discard_ratio: float, identity: np.ndarray) -> np.ndarray:
+    """One layer's residual-aware, row-normalised attention ``A' = norm(0.5 A + 0.5 I)``."""
+    fused = fuse_heads(layer, head)
+    if discard_ratio > 0:
+        fused = _discard_smallest(fused, discard_ratio)
+    return normalize_rows(0.5 * fused + 0.5 * identity)
 
 
 def _discard_smallest(matrix: np.ndarray, ratio: float) -> np.ndarray:
@@ -105,21 +123,26 @@ def gradient_relevance(layers: np.ndarray, gradients: np.ndarray) -> np.ndarray:
     return result
 
 
-def select_query(matrix: np.ndarray, query: int | str | None, *, num_tokens: int) -> np.ndarray:
-    """One row of ``matrix`` (``cls`` is row 0, ``mean`` the mean row), or the whole matrix."""
-    if query is None:
-        return matrix
+def query_index(query: int | str, num_tokens: int) -> int:
+    """Row of a single-token query (``cls`` is row 0; negative counts from the end); out of range is a 422."""
     if query == "cls":
-        return matrix[0]
-    if query == "mean":
-        return matrix.mean(axis=0)
+        return 0
     assert isinstance(query, int)
     if not -num_tokens <= query < num_tokens:
         raise Unprocessable(
             f"query must be in [{-num_tokens}, {num_tokens - 1}], 'cls' or 'mean'; got {query}",
             code="out_of_range", field="query",
         )
-    return matrix[query]
+    return query % num_tokens
+
+
+def select_query(matrix: np.ndarray, query: int | str | None, *, num_tokens: int) -> np.ndarray:
+    """One row of ``matrix`` (``cls`` is row 0, ``mean`` the mean row), or the whole matrix."""
+    if query is None:
+        return matrix
+    if query == "mean":
+        return matrix.mean(axis=0)
+    return matrix[query_index(query, num_tokens)]
 
 
 def value_range(values: np.ndarray) -> tuple[float, float]:

@@ -19,9 +19,11 @@ from app.reduce import (
     fuse_heads,
     gradient_relevance,
     head_entropy,
+    query_index,
     resolve_head,
     resolve_layer,
     rollout,
+    rollout_row,
     select_query,
 )
 from app.render import annotated, overlay, plain
@@ -71,11 +73,15 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
     labels = stack.tokens
     meta: dict[str, Any] = {}
     query = _default_query(capture, options)
-    if stack.grid is not None and options.method == "attention" and (query == "cls" or isinstance(query, int)):
-        # A patch map needs one query row: fuse only that row of each head ([H, K] instead of
-        # [H, Q, K]). Fusion and renormalisation are per row, so the values are the same.
-        heads_by_query = np.moveaxis(stack.layer_slice(layer), 1, 0)
-        values = fuse_heads(select_query(heads_by_query, query, num_tokens=heads_by_query.shape[0])[:, np.newaxis, :], head)[0]
+    if stack.grid is not None and options.method in ("attention", "rollout") and (query == "cls" or isinstance(query, int)):
+        # A patch map needs one query row. Attention: fuse only that row of each head (fusion and
+        # renormalisation are per row, so the values are the same). Rollout: vector-matrix
+        # products from the left instead of the full T^3 matrix product.
+        row = query_index(query, stack.weights.shape[-2])
+        if options.method == "attention":
+            values = fuse_heads(stack.layer_slice(layer)[:, row : row + 1, :], head)[0]
+        else:
+            values = rollout_row(stack.layers_up_to(layer), row, head, options.discard_ratio)
     else:
         matrix = _matrix(capture, options, layer, head)
         if stack.grid is None and square:

@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 
 from app.errors import Unprocessable
-from app.reduce import fuse_heads, gradient_relevance, normalize_rows, resolve_head, resolve_layer, rollout, select_query
+from app.reduce import (
+    fuse_heads,
+    gradient_relevance,
+    normalize_rows,
+    query_index,
+    resolve_head,
+    resolve_layer,
+    rollout,
+    rollout_row,
+    select_query,
+)
 
 
 def test_rollout_matches_hand_computed_three_tokens_two_layers():
@@ -92,3 +102,19 @@ def test_query_selection():
     assert select_query(matrix, None, num_tokens=3) is matrix
     with pytest.raises(Unprocessable):
         select_query(matrix, 3, num_tokens=3)
+
+
+@pytest.mark.parametrize("head", ["mean", "max", "min", 1])
+@pytest.mark.parametrize("discard_ratio", [0.0, 0.5])
+def test_rollout_row_equals_the_row_of_the_full_rollout(head, discard_ratio):
+    rng = np.random.default_rng(3)
+    layers = normalize_rows(rng.random((5, 3, 17, 17)) ** 4)
+    full = rollout(layers, head, discard_ratio)
+    for row in (0, 7, 16):
+        np.testing.assert_allclose(rollout_row(layers, row, head, discard_ratio), full[row], rtol=1e-12, atol=1e-15)
+
+
+def test_query_index_counts_negatives_from_the_end_and_names_the_range():
+    assert (query_index("cls", 5), query_index(3, 5), query_index(-1, 5)) == (0, 3, 4)
+    with pytest.raises(Unprocessable, match=r"\[-5, 4\]"):
+        query_index(5, 5)
