@@ -73,10 +73,11 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
     labels = stack.tokens
     meta: dict[str, Any] = {}
     query = _default_query(capture, options)
-    if stack.grid is not None and options.method in ("attention", "rollout") and (query == "cls" or isinstance(query, int)):
-        # A patch map needs one query row. Attention: fuse only that row of each head (fusion and
-        # renormalisation are per row, so the values are the same). Rollout: vector-matrix
-        # products from the left instead of the full T^3 matrix product.
+    token_options = stack.grid is None and square and (options.merge_subwords or options.mask_special)
+    if options.method in ("attention", "rollout") and not token_options and (query == "cls" or isinstance(query, int)):
+        # One query row is all that is shown (a patch map, or a text/weights strip). Attention: fuse
+        # only that row of each head (fusion and renormalisation are per row, so the values are the
+        # same). Rollout: vector-matrix products from the left instead of the full T^3 product.
         row = query_index(query, stack.weights.shape[-2])
         if options.method == "attention":
             values = fuse_heads(stack.layer_slice(layer)[:, row : row + 1, :], head)[0]
