@@ -6,7 +6,9 @@ breaks every forked worker.
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 import torch
 
@@ -48,7 +50,7 @@ def release_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def cpu_threads_per_worker(workers: int, requested: int = 0) -> int:
+def cpu_threads_per_worker(workers: int, requested: int = 0, cores: int | None = None) -> int:
     """Torch intra-op threads for one worker: ``requested``, else an equal share of the usable cores.
 
     Each worker's torch defaults to one thread per core; with several workers on the same cores
@@ -57,8 +59,39 @@ def cpu_threads_per_worker(workers: int, requested: int = 0) -> int:
     """
     if requested > 0:
         return requested
+    available = usable_cores() if cores is None else cores
+    return max(1, available // max(1, workers))
+
+
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity mask, capped by a container's CPU quota.
+
+    In a container limited with ``--cpus 2`` or a Kubernetes CPU limit, the affinity mask still
+    shows every core of the node; the quota (cgroup v2 ``cpu.max``, or v1 ``cfs_quota_us``) is
+    what the scheduler enforces.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, workers))
+    quota = cgroup_cpu_quota(cgroup_root)
+    # Round down: threads past the quota only get throttled together.
+    return max(1, min(cores, math.floor(quota))) if quota is not None else cores
+
+
+def cgroup_cpu_quota(cgroup_root: Path) -> float | None:
+    """CPUs' worth of quota from cgroup v2 or v1 files under ``cgroup_root``; None when unlimited or unknown."""
+    try:
+        fields = (cgroup_root / "cpu.max").read_text().split()
+        if len(fields) == 2 and fields[0] != "max":
+            return int(fields[0]) / int(fields[1])
+        if fields:
+            return None
+    except (OSError, ValueError, ZeroDivisionError):
+        pass
+    try:
+        quota = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def configure_cpu_threads(threads: int) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from app.config import load_settings
-from models.device import cpu_threads_per_worker
+from models.device import cgroup_cpu_quota, cpu_threads_per_worker, usable_cores
 from models.registry import build_registry
 
 
@@ -17,11 +17,32 @@ def _cores() -> int:
 
 
 def test_threads_are_an_equal_share_of_the_cores():
-    cores = _cores()
-    assert cpu_threads_per_worker(1) == cores
-    assert cpu_threads_per_worker(2) == max(1, cores // 2)
-    assert cpu_threads_per_worker(cores * 4) == 1  # never zero threads
-    assert cpu_threads_per_worker(2, requested=3) == 3  # an explicit setting wins
+    assert cpu_threads_per_worker(1, cores=8) == 8
+    assert cpu_threads_per_worker(2, cores=8) == 4
+    assert cpu_threads_per_worker(3, cores=8) == 2
+    assert cpu_threads_per_worker(16, cores=8) == 1  # never zero threads
+    assert cpu_threads_per_worker(2, requested=3, cores=8) == 3  # an explicit setting wins
+    assert cpu_threads_per_worker(1) == usable_cores() <= _cores()
+
+
+@pytest.mark.parametrize(("files", "quota"), [
+    ({"cpu.max": "200000 100000\n"}, 2.0),          # cgroup v2, --cpus 2
+    ({"cpu.max": "150000 100000\n"}, 1.5),
+    ({"cpu.max": "max 100000\n"}, None),            # v2, no limit
+    ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3.0),  # cgroup v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),     # v1, no limit
+    ({}, None),                                      # no cgroup files at all
+])
+def test_container_cpu_quota_is_read_from_cgroup_files(tmp_path, files, quota):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_quota(tmp_path) == quota
+
+
+def test_a_quota_caps_the_usable_cores(tmp_path):
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert usable_cores(tmp_path) == 1  # 1.5 CPUs of quota: one thread that is never throttled
 
 
 def test_settings_read_worker_count_and_threads_from_the_environment():
