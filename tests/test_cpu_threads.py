@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch
 from app.config import load_settings
 from models.device import cgroup_cpu_quota, cpu_threads_per_worker, usable_cores
 from models.registry import build_registry
+from tests.live import gunicorn_server
+from tests.serving_support import json_lines, wait_for_workers
 
 
 def _cores() -> int:
@@ -63,3 +66,19 @@ def test_loading_models_sets_the_worker_thread_count(restore_torch_threads):
     registry = build_registry(("shapes-vit",), None, "cpu", False, warmup=False, cpu_threads=1)
     assert registry.names() == ["shapes-vit"]
     assert torch.get_num_threads() == 1
+
+
+@pytest.mark.live
+def test_each_gunicorn_worker_loads_its_models_with_its_share_of_the_cores(tmp_path):
+    log_path = tmp_path / "gunicorn.log"
+    with gunicorn_server({"ATTNMAP_BUILTIN_MODELS": "shapes-vit", "ATTNMAP_TORCH_THREADS": "0"}, workers=2,
+                         log_path=log_path) as (_, process):
+        wait_for_workers(process.pid, 2)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            loaded = {r["pid"]: r for r in json_lines(log_path) if r.get("msg") == "model loaded"}
+            if len(loaded) == 2:
+                break
+            time.sleep(0.2)
+    assert len(loaded) == 2, "both workers load their own copy of the model"
+    assert {r["torch_threads"] for r in loaded.values()} == {max(1, usable_cores() // 2)}
