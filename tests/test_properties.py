@@ -101,3 +101,20 @@ def test_normalize_never_yields_nan(values):
 def test_normalize_constant(mode):
     scaled, _, _ = normalize(np.full((3, 3), 7.0), mode, 0.0, 1.0)
     assert np.isfinite(scaled).all()
+
+
+_MULTIPART_PIECES = st.sampled_from([
+    b"--b0undary", b"--b0undary--", b"\r\n", b"\r\n\r\n", b"Content-Disposition: form-data", b'; name="layer"',
+    b'; name="image"; filename="a.png"', b"; filename*=UTF-8''%E2%9C%93", b'; name="w\\"x"', b"Content-Type: image/png",
+    b" ", b";", b"\xff\xfe", b"0", b"-1", b"\x89PNG\r\n\x1a\n", b":", b"\t",
+])
+
+
+@FAST
+@given(st.lists(st.one_of(_MULTIPART_PIECES, st.binary(max_size=8)), max_size=40))
+def test_no_multipart_body_gives_a_server_error(pieces):
+    body = b"".join(pieces)
+    response = APP.test_client().post("/visualize", data=body,
+                                      headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
+    assert response.status_code in (400, 404, 413, 415, 422), (response.status_code, body[:200])
+    assert response.get_json()["error"]["code"]
