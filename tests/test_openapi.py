@@ -29,7 +29,7 @@ def test_spec_fields_match_the_request_model():
 def test_schemathesis_finds_no_server_error_or_spec_violation(tmp_path: Path):
     with gunicorn_server({"ATTNMAP_BUILTIN_MODELS": "none"}, workers=2) as (base, _):
         command = [str(Path(sys.executable).with_name("schemathesis")), "run", str(ROOT / "openapi.yaml"),
-                   "--url", base, "--checks", "all",
+                   "--url", base, "--checks", "all", "--mode", "all",  # positive and negative (invalid) data
                    # Validity that depends on values (a layer beyond this tensor's depth, ragged rows) cannot be
                    # expressed in the schema, so schema-valid requests may rightly get a 422.
                    "--exclude-checks", "positive_data_acceptance", "--max-examples", "40", "--seed", "1",
