@@ -56,6 +56,8 @@ class Settings(BaseModel):
     proxy_hops: int = 0
     png_compression: int = 1
     request_deadline_s: float = 30.0
+    # A worker whose models have not loaded by then ends with WORKER_BOOT_ERROR (0: no deadline).
+    model_load_timeout_s: float = Field(default=300.0, ge=0)
     warmup: bool = True
     # Gunicorn's worker count (the same ATTNMAP_WORKERS that gunicorn.conf.py reads): each worker
     # gets an equal share of the CPU cores for torch unless torch_threads says otherwise.

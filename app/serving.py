@@ -4,6 +4,7 @@
 * :func:`models_loaded`: record per-model load times once the registry is built.
 * :func:`exit_on_load_failure`: a model that cannot load ends the worker with Gunicorn's
   ``WORKER_BOOT_ERROR`` (3), which makes the master halt instead of respawning it forever.
+* :func:`load_deadline`: so does a model load that hangs past ``model_load_timeout_s``.
 * :func:`worker_started` / :func:`begin_draining`: the worker's SIGTERM handler marks the
   worker draining (``/readyz`` 503) before Gunicorn lets in-flight requests finish.
 
@@ -13,8 +14,12 @@ Nothing here may run in the Gunicorn master (it imports torch through the ``app`
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -28,7 +33,7 @@ from app.logging_setup import configure_logging
 from app.metrics import metrics_api, observe_model_loads
 from app.observe import install_observability
 from app.state import state
-from models.registry import ModelRegistry
+from models.registry import ModelRegistry, loading_now
 
 log = logging.getLogger("attnmap.serving")
 
@@ -70,6 +75,36 @@ def exit_on_load_failure(exc: BaseException) -> NoReturn:
     log.critical("worker cannot start: %s", exc,
                  extra={"model": getattr(exc, "name", None), "error": type(exc).__name__})
     sys.exit(WORKER_BOOT_ERROR)
+
+
+@contextmanager
+def load_deadline(seconds: float) -> Iterator[None]:
+    """End the worker with WORKER_BOOT_ERROR if the enclosed app build (model loading) outlasts ``seconds``.
+
+    Gunicorn cannot time out a worker before its first heartbeat (its monotonic clock is compared
+    with a wall-clock file time until then), so a load stuck on I/O, such as a hung network mount,
+    would leave the worker hung for good and its replica a worker short. A timer thread ends the
+    process instead, with a log line naming the model: the same loud failure as a missing model.
+    ``os._exit`` works while the main thread is blocked in a system call.
+    """
+    if seconds <= 0:
+        yield
+        return
+
+    def expire() -> None:
+        model = loading_now[0] if loading_now else None
+        configure_logging()
+        log.critical("worker cannot start: loading models took longer than %g s (model %r)", seconds, model,
+                     extra={"model": model, "error": "ModelLoadTimeout"})
+        os._exit(WORKER_BOOT_ERROR)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def begin_draining(app: Flask) -> None:

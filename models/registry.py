@@ -133,6 +133,11 @@ class ModelRegistry:
         self.load_seconds[adapter.info.name] = seconds
 
 
+# The model this process is loading right now (one name, or empty), for the load watchdog's log
+# line: a worker's models load once, in its main thread, before it serves anything.
+loading_now: list[str] = []
+
+
 def load_adapter(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> ModelAdapter:
     """Instantiate the family adapter for ``spec`` (model files are read here, offline)."""
     if not spec.path.is_dir():
@@ -164,7 +169,9 @@ def build_registry(builtin: Iterable[str], config_path: str | None, device_setti
             raise ModelLoadError(name, f"not a built-in model (choose from {', '.join(BUILTINS)})")
         specs.append(BUILTINS[name]())
     if config_path:
+        loading_now[:] = ["<config>"]  # the models file may sit on the same slow mount as the models
         specs.extend(read_config(config_path))
+        loading_now.clear()
     registry = ModelRegistry()
     if not specs:
         return registry
@@ -174,6 +181,7 @@ def build_registry(builtin: Iterable[str], config_path: str | None, device_setti
     dtype = resolve_dtype(device, half_precision)
     for spec in specs:
         started = time.perf_counter()
+        loading_now[:] = [spec.name]
         adapter = load_adapter(spec, device, dtype)
         if warmup:
             adapter.warm_up()
@@ -181,4 +189,5 @@ def build_registry(builtin: Iterable[str], config_path: str | None, device_setti
         registry.add(adapter, seconds)
         log.info("model loaded", extra={"model": spec.name, "seconds": round(seconds, 3), "device": str(device),
                                         "torch_threads": torch.get_num_threads()})
+    loading_now.clear()
     return registry

@@ -6,15 +6,21 @@ import json
 import logging
 import re
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from app import create_app
 from app.auth import token_matches
 from app.logging_setup import JsonFormatter
-from app.serving import WORKER_BOOT_ERROR, exit_on_load_failure, worker_started
+from app.serving import WORKER_BOOT_ERROR, exit_on_load_failure, load_deadline, worker_started
 from app.state import state
 from models.registry import ModelLoadError, ModelRegistry
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TOKENS = ("old-token-0123456789abcdef", "new-token-0123456789abcdef")
 ORIGIN = "https://viewer.example.org"
@@ -234,3 +240,24 @@ def test_model_load_failure_exits_with_worker_boot_error(records):
     assert exit_info.value.code == WORKER_BOOT_ERROR == 3
     (record,) = [r for r in records.records if r.levelno == logging.CRITICAL]
     assert record.model == "ghost-vit" and "ghost-vit" in record.getMessage()
+
+
+def test_load_deadline_ends_a_hung_load_with_worker_boot_error_naming_the_model():
+    script = ("import time\n"
+              "from app.serving import load_deadline\n"
+              "from models.registry import loading_now\n"
+              "loading_now[:] = ['slow-vit']\n"
+              "with load_deadline(0.5):\n"
+              "    time.sleep(60)\n")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == WORKER_BOOT_ERROR  # the master halts
+    assert time.monotonic() - started < 30
+    record = json.loads(result.stderr.strip().splitlines()[-1])
+    assert (record["level"], record["model"], record["error"]) == ("CRITICAL", "slow-vit", "ModelLoadTimeout")
+
+
+def test_load_deadline_is_cancelled_when_the_load_finishes_in_time():
+    with load_deadline(0.2):
+        pass
+    time.sleep(0.4)  # the timer would have ended this very process

@@ -187,3 +187,32 @@ def test_a_respawned_worker_has_its_own_model_load_metrics(tmp_path):
         assert set(load_samples()) == {str(pid) for pid in second}
         assert str(first[0]) not in load_samples()
         assert sorted(worker_pids(process.pid)) == sorted(second)
+
+
+def test_a_model_load_that_hangs_ends_the_worker_at_the_load_deadline(tmp_path):
+    # The models file is a FIFO with no writer: reading it blocks forever, like a file on a hung
+    # network mount. Gunicorn alone would never time this worker out (no heartbeat yet); the load
+    # deadline must end it with WORKER_BOOT_ERROR and a log line saying what it was loading.
+    config = tmp_path / "models.toml"
+    os.mkfifo(config)
+    port = free_port()
+    log_path = tmp_path / "gunicorn.log"
+    env = {**os.environ, **NO_MODELS, "ATTNMAP_CONFIG": str(config), "ATTNMAP_BIND": f"127.0.0.1:{port}",
+           "ATTNMAP_WORKERS": "1", "ATTNMAP_MODEL_LOAD_TIMEOUT_S": "3"}
+    readyz: list[int] = []
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py"], cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        started = time.monotonic()
+        try:
+            while process.poll() is None and time.monotonic() - started < 90:
+                with contextlib.suppress(requests.RequestException):
+                    readyz.append(requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code)
+                time.sleep(0.1)
+            assert process.poll() is not None, "gunicorn kept a worker hung on its model load"
+        finally:
+            stop(process)
+    assert process.returncode in (1, 3), process.returncode
+    assert 200 not in readyz
+    failures = [record for record in json_lines(log_path) if record.get("level") == "CRITICAL"]
+    assert failures and failures[0]["error"] == "ModelLoadTimeout" and failures[0]["model"] == "<config>"
