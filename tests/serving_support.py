@@ -17,13 +17,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import requests
 
-from tests.live import ROOT, free_port, stop
+from tests.live import GUNICORN, ROOT, free_port, stop
 
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 
@@ -197,3 +198,34 @@ def get_ok(url: str, **kwargs: Any) -> requests.Response:
     response = requests.get(url, timeout=kwargs.pop("timeout", 10), **kwargs)
     assert response.status_code == 200, (response.status_code, response.text[:300])
     return response
+
+
+@dataclass(frozen=True)
+class Halted:
+    """How a Gunicorn run that must never serve ended: exit status, every /readyz status seen, seconds."""
+
+    returncode: int
+    readyz: list[int]
+    seconds: float
+
+
+def run_until_halt(env: dict[str, str], log_path: Path, timeout: float = 120.0) -> Halted:
+    """Start ``gunicorn -c gunicorn.conf.py`` with ``env`` on a free port and poll ``/readyz`` until the
+    master exits; fails the test if it is still running after ``timeout`` seconds (it is then stopped)."""
+    port = free_port()
+    environment = {**os.environ, "ATTNMAP_BIND": f"127.0.0.1:{port}", **env}
+    readyz: list[int] = []
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py"], cwd=ROOT, env=environment, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        started = time.monotonic()
+        try:
+            while process.poll() is None and time.monotonic() - started < timeout:
+                with contextlib.suppress(requests.RequestException):
+                    readyz.append(requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code)
+                time.sleep(0.1)
+            seconds = time.monotonic() - started
+            assert process.poll() is not None, f"gunicorn still running after {timeout:.0f} s; see {log_path}"
+        finally:
+            stop(process)
+    return Halted(returncode=process.returncode, readyz=readyz, seconds=seconds)

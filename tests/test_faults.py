@@ -6,16 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
 import requests
 import torch
 
-from tests.live import GUNICORN, ROOT, free_port, gunicorn_server, stop
-from tests.serving_support import wait_for_workers, wait_until_heartbeating, worker_pids
+from tests.live import gunicorn_server
+from tests.serving_support import run_until_halt, wait_for_workers, wait_until_heartbeating, worker_pids
 from tests.vision_support import app_for, build_tiny, load_adapter, png_bytes, post_image, random_image
 
 BODY = {"weights": np.random.default_rng(0).random((8, 8)).tolist(), "size": 64}
@@ -79,25 +77,11 @@ def test_a_damaged_model_file_stops_the_service_before_ready(tmp_path, damage):
         weights.write_bytes(b"\x00" * 8 + data[8:])  # header length destroyed
     config = tmp_path / "models.toml"
     config.write_text(f'[models.damaged-vit]\npath = "{model_dir}"\n')
-    port = free_port()
-    env = {**os.environ, "ATTNMAP_BUILTIN_MODELS": "none", "ATTNMAP_CONFIG": str(config),
-           "ATTNMAP_BIND": f"127.0.0.1:{port}", "ATTNMAP_WORKERS": "1"}
     log_path = tmp_path / "gunicorn.log"
-    seen: list[int] = []
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        started = time.monotonic()
-        try:
-            while process.poll() is None and time.monotonic() - started < 120:
-                with contextlib.suppress(requests.RequestException):
-                    seen.append(requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code)
-                time.sleep(0.1)
-            assert process.poll() is not None, "gunicorn served a damaged model"
-        finally:
-            stop(process)
-    assert process.returncode != 0
-    assert 200 not in seen
+    halted = run_until_halt({"ATTNMAP_BUILTIN_MODELS": "none", "ATTNMAP_CONFIG": str(config), "ATTNMAP_WORKERS": "1"},
+                            log_path)
+    assert halted.returncode != 0
+    assert 200 not in halted.readyz
     log_text = log_path.read_text()
     assert "damaged-vit" in log_text
     assert "Traceback" not in log_text.split("damaged-vit", 1)[0][-200:]

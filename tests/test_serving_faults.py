@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 
@@ -15,8 +13,8 @@ import psutil
 import pytest
 import requests
 
-from tests.live import GUNICORN, ROOT, free_port, gunicorn_server, stop
-from tests.serving_support import json_lines, wait_for_workers, worker_pids
+from tests.live import gunicorn_server
+from tests.serving_support import json_lines, run_until_halt, wait_for_workers, worker_pids
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -124,31 +122,15 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path):
 def test_missing_model_directory_halts_gunicorn_and_readyz_never_200(tmp_path):
     config = tmp_path / "models.toml"
     config.write_text('[models.ghost-vit]\npath = "does/not/exist"\n')
-    port = free_port()
     log_path = tmp_path / "gunicorn.log"
-    env = {**os.environ, **NO_MODELS, "ATTNMAP_CONFIG": str(config), "ATTNMAP_BIND": f"127.0.0.1:{port}",
-           "ATTNMAP_WORKERS": "2"}
-    readyz: list[int] = []
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        started = time.monotonic()
-        try:
-            while process.poll() is None and time.monotonic() - started < 120:
-                with contextlib.suppress(requests.RequestException):
-                    readyz.append(requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code)
-                time.sleep(0.1)
-            elapsed = time.monotonic() - started
-            assert process.poll() is not None, "gunicorn kept running without its model"
-        finally:
-            stop(process)
+    halted = run_until_halt({**NO_MODELS, "ATTNMAP_CONFIG": str(config), "ATTNMAP_WORKERS": "2"}, log_path)
     # Non-zero: WORKER_BOOT_ERROR (3) when the master halts on the first failed worker. When both
     # workers fail in the same instant, Gunicorn's halt reaps the second one, raises its HaltServer
     # again inside halt() and exits 1 with a traceback in its own log (seen in CI-like runs).
-    assert process.returncode in (1, 3), process.returncode
-    assert 200 not in readyz
+    assert halted.returncode in (1, 3), halted.returncode
+    assert 200 not in halted.readyz
     # Quickly: the time it takes a worker to import the libraries and find the directory missing.
-    assert elapsed < 120
+    assert halted.seconds < 120
     failures = [record for record in json_lines(log_path) if record.get("level") == "CRITICAL"]
     assert failures and all(record["model"] == "ghost-vit" for record in failures)
     assert "ghost-vit" in failures[0]["msg"] and "does not exist" in failures[0]["msg"]
@@ -195,24 +177,10 @@ def test_a_model_load_that_hangs_ends_the_worker_at_the_load_deadline(tmp_path):
     # deadline must end it with WORKER_BOOT_ERROR and a log line saying what it was loading.
     config = tmp_path / "models.toml"
     os.mkfifo(config)
-    port = free_port()
     log_path = tmp_path / "gunicorn.log"
-    env = {**os.environ, **NO_MODELS, "ATTNMAP_CONFIG": str(config), "ATTNMAP_BIND": f"127.0.0.1:{port}",
-           "ATTNMAP_WORKERS": "1", "ATTNMAP_MODEL_LOAD_TIMEOUT_S": "3"}
-    readyz: list[int] = []
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        started = time.monotonic()
-        try:
-            while process.poll() is None and time.monotonic() - started < 90:
-                with contextlib.suppress(requests.RequestException):
-                    readyz.append(requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code)
-                time.sleep(0.1)
-            assert process.poll() is not None, "gunicorn kept a worker hung on its model load"
-        finally:
-            stop(process)
-    assert process.returncode in (1, 3), process.returncode
-    assert 200 not in readyz
+    halted = run_until_halt({**NO_MODELS, "ATTNMAP_CONFIG": str(config), "ATTNMAP_WORKERS": "1",
+                             "ATTNMAP_MODEL_LOAD_TIMEOUT_S": "3"}, log_path, timeout=90)
+    assert halted.returncode in (1, 3), halted.returncode
+    assert 200 not in halted.readyz
     failures = [record for record in json_lines(log_path) if record.get("level") == "CRITICAL"]
     assert failures and failures[0]["error"] == "ModelLoadTimeout" and failures[0]["model"] == "<config>"
