@@ -131,7 +131,7 @@ def server_timing(header: str) -> dict[str, float]:
 def shapes_image(width: int, height: int) -> np.ndarray:
     """A generated shapes picture (the built-in models' task) at the given size, else smooth noise."""
     try:
-        from models.training.shapes import make_sample
+        from training.shapes import make_sample
 
         return make_sample(np.random.default_rng(7), size=(width, height)).image
     except ImportError:

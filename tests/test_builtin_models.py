@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import AutoImageProcessor, ViTForImageClassification
 
-from models.training.common import to_pixel_values
-from models.training.evaluate import accuracy, box_rollout_stats
-from models.training.shapes import CORNERS, SHAPES, make_batch, make_sample, marker_box_for_corner
+from training.common import to_pixel_values
+from training.evaluate import accuracy, box_rollout_stats
+from training.shapes import CORNERS, SHAPES, make_batch, make_sample, marker_box_for_corner
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = ROOT / "models" / "builtin"

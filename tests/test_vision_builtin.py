@@ -1,6 +1,6 @@
 """The built-in models on freshly generated pictures: does the overlay land where it should?
 
-Images come from ``models.training.shapes`` with seeds the training never used, at the native
+Images come from ``training.shapes`` with seeds the training never used, at the native
 64 px and at larger, non-square sizes (the service resizes them, so the boxes are checked in
 original-image pixels through the API's ``region`` field). Measures, all from ``format=json``:
 
@@ -41,7 +41,7 @@ def client():
 
 
 def _samples(count: int, **kwargs):
-    from models.training.shapes import make_sample
+    from training.shapes import make_sample
 
     rng = np.random.default_rng(SEED)
     return [make_sample(rng, size=SIZES[i % len(SIZES)], **kwargs) for i in range(count)]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from models.training.shapes import Box
+from training.shapes import Box
 
 
 def attention_rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m models.training.evaluate models/builtin/shapes-vit --variant clean
-    python -m models.training.evaluate models/builtin/shapes-vit-shortcut --variant shortcut
+    python -m training.evaluate models/builtin/shapes-vit --variant clean
+    python -m training.evaluate models/builtin/shapes-vit-shortcut --variant shortcut
 
 Reports test accuracy on freshly generated images (seeds disjoint from
 training), and where the CLS attention rollout puts its mass: inside the
@@ -21,9 +21,9 @@ import numpy.typing as npt
 import torch
 from transformers import ViTForImageClassification
 
-from models.training.common import PATCH_SIZE, to_pixel_values
-from models.training.rollout import area_share, attention_rollout, mass_in_box
-from models.training.shapes import IMAGE_SIZE, MARKER_MODES, Box, Marker, make_sample
+from training.common import PATCH_SIZE, to_pixel_values
+from training.rollout import area_share, attention_rollout, mass_in_box
+from training.shapes import IMAGE_SIZE, MARKER_MODES, Box, Marker, make_sample
 
 TEST_SIZE = 2000
 ROLLOUT_SIZE = 200

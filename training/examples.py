@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m models.training.examples --out models/builtin/examples
+    python -m training.examples --out models/builtin/examples
 
 Writes a few PNGs plus ``boxes.json`` (object box of each image in its own
 pixel coordinates, ``x1``/``y1`` exclusive). Each example is the first sample,
@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, ViTForImageClassification
 
-from models.training.evaluate import load_model
-from models.training.shapes import SHAPES, Box, Sample, make_sample
+from training.evaluate import load_model
+from training.shapes import SHAPES, Box, Sample, make_sample
 
 CLEAN_MODEL = Path("models/builtin/shapes-vit")
 SHORTCUT_MODEL = Path("models/builtin/shapes-vit-shortcut")

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import torch
 from transformers import ViTConfig
 
-from models.training.shapes import IMAGE_SIZE, SHAPES
+from training.shapes import IMAGE_SIZE, SHAPES
 
 PATCH_SIZE = 8
 GRID = IMAGE_SIZE // PATCH_SIZE

@@ -2,13 +2,13 @@
 
 Usage::
 
-    python -m models.training.train_vit --variant clean --out models/builtin/shapes-vit
-    python -m models.training.train_vit --variant shortcut \
+    python -m training.train_vit --variant clean --out models/builtin/shapes-vit
+    python -m training.train_vit --variant shortcut \
         --out models/builtin/shapes-vit-shortcut
 
 The run is deterministic (fixed seeds, deterministic torch kernels, two
 threads): the same command on the same software gives the same weights.
-It ends by running :mod:`models.training.evaluate`, which writes
+It ends by running :mod:`training.evaluate`, which writes
 ``metrics.json`` next to the weights.
 """
 
@@ -32,9 +32,9 @@ import numpy.typing as npt
 import torch
 from transformers import ViTForImageClassification
 
-from models.training import evaluate
-from models.training.common import build_config, to_pixel_values, write_preprocessor_config
-from models.training.shapes import make_batch
+from training import evaluate
+from training.common import build_config, to_pixel_values, write_preprocessor_config
+from training.shapes import make_batch
 
 
 @dataclass(frozen=True)
