@@ -10,27 +10,11 @@ import torch
 from safetensors.numpy import save as save_numpy
 from safetensors.torch import save as save_torch
 
-from app.http.factory import create_app
 from app.http.state import state
-from tests.conftest import decode_png
+from tests.helpers import assert_error, decode_png
 
 SOFTMAX = (np.exp(np.random.default_rng(0).normal(size=(2, 3, 5, 5)))).astype(np.float64)
 SOFTMAX /= SOFTMAX.sum(-1, keepdims=True)
-
-
-def assert_error(response, status, code, field=None):
-    assert response.status_code == status, response.data[:300]
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert body["request_id"] == response.headers["X-Request-ID"]
-    if field is not None:
-        assert body["error"]["field"] == field
-    text = response.get_data(as_text=True)
-    for leak in ("Traceback", "site-packages", "/work/", "File \""):
-        assert leak not in text
-    return body
 
 
 def test_png_heatmap_from_json_matrix(client):
@@ -203,23 +187,21 @@ def test_json_errors(client, body, status, code, field):
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "http://169.254.169.254/latest", "file:///etc/passwd",
                                   "models/builtin/shapes-vit", "~root/.ssh/id_rsa"])
-def test_model_names_are_keys_never_paths_or_urls(name):
+def test_model_names_are_keys_never_paths_or_urls(client, name):
     """A path or URL as a model name is an unknown key: nothing is opened, fetched or loaded for it."""
     from unittest import mock
 
-    app = create_app({"builtin_models": ()})
     with mock.patch("builtins.open", side_effect=AssertionError("a file was opened")), \
             mock.patch("socket.create_connection", side_effect=AssertionError("a connection was made")), \
             mock.patch("models.registry.open_model", side_effect=AssertionError("a model was loaded")):
-        response = app.test_client().post("/visualize", json={"text": "hello", "model": name})
+        response = client.post("/visualize", json={"text": "hello", "model": name})
     body = assert_error(response, 404, "unknown_model", "model")
     assert "root:" not in json.dumps(body)  # no file content came back
     assert response.headers["Content-Type"] == "application/json"
 
 
-def test_too_many_panels_and_elements():
-    app = create_app({"builtin_models": (), "limits": {"max_panels": 2, "max_tensor_elements": 1000}})
-    client = app.test_client()
+@pytest.mark.parametrize("app", [{"limits": {"max_panels": 2, "max_tensor_elements": 1000}}], indirect=True)
+def test_too_many_panels_and_elements(client):
     assert_error(client.post("/visualize", json={"weights": SOFTMAX.tolist(), "view": "grid"}), 422, "too_many_panels", "view")
     big = np.zeros((40, 40)).tolist()
     assert_error(client.post("/visualize", json={"weights": big}), 422, "tensor_too_large", "weights")
@@ -239,9 +221,8 @@ def test_transport_errors(client):
                  422, "unknown_field", "other")
 
 
-def test_body_and_form_limits():
-    app = create_app({"builtin_models": (), "limits": {"max_body_bytes": 1000, "max_form_parts": 3}})
-    client = app.test_client()
+@pytest.mark.parametrize("app", [{"limits": {"max_body_bytes": 1000, "max_form_parts": 3}}], indirect=True)
+def test_body_and_form_limits(client):
     assert_error(client.post("/visualize", data=b"{" + b" " * 2000 + b"}", content_type="application/json"), 413, "payload_too_large")
     many = {f"f{i}": "1" for i in range(10)}
     assert_error(client.post("/visualize", data=many, content_type="multipart/form-data"), 413, "payload_too_large")
@@ -282,8 +263,8 @@ def test_request_id_is_kept_or_made(client):
     assert response.headers["X-Request-ID"] != "bad id" and len(response.headers["X-Request-ID"]) == 32
 
 
-def test_a_request_past_the_deadline_is_a_503():
-    app = create_app({"builtin_models": (), "request_deadline_s": 0.0})
-    response = app.test_client().post("/visualize", json={"weights": [[0.5, 0.5], [0.5, 0.5]]})
+@pytest.mark.parametrize("app", [{"request_deadline_s": 0.0}], indirect=True)
+def test_a_request_past_the_deadline_is_a_503(client):
+    response = client.post("/visualize", json={"weights": [[0.5, 0.5], [0.5, 0.5]]})
     assert_error(response, 503, "deadline_exceeded")
     assert response.headers["Retry-After"]

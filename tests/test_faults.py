@@ -14,7 +14,7 @@ import torch
 
 from tests.live import gunicorn_server
 from tests.serving_support import run_until_halt, wait_for_workers, wait_until_heartbeating, worker_pids
-from tests.vision_support import app_for, build_tiny, load_adapter, png_bytes, post_image, random_image
+from tests.vision_support import build_tiny, load_adapter, png_bytes, post_image, random_image
 
 BODY = {"weights": np.random.default_rng(0).random((8, 8)).tolist(), "size": 64}
 
@@ -40,9 +40,9 @@ def test_a_hung_worker_is_replaced_after_the_timeout():
         assert statuses == {200}
 
 
-def test_out_of_memory_in_the_forward_pass_is_a_503_and_the_worker_keeps_serving(tmp_path, monkeypatch):
+def test_out_of_memory_in_the_forward_pass_is_a_503_and_the_worker_keeps_serving(make_app, tmp_path, monkeypatch):
     adapter = load_adapter(build_tiny(tmp_path, "vit"), "tiny-vit")
-    client = app_for(adapter).test_client()
+    client = make_app(adapter).test_client()
     image = png_bytes(random_image(40, 40))
     real_capture = adapter.capture
     calls = {"n": 0}

@@ -7,7 +7,6 @@ as base64 in JSON.
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 
@@ -18,8 +17,8 @@ from PIL import Image
 from app.core.errors import AttnmapError
 from app.decode.image import decode_image
 from app.service.config import Limits
-from tests.conftest import decode_png
-from tests.vision_support import app_for, build_tiny, load_adapter, png_bytes, post_image, random_image
+from tests.helpers import decode_png, encoded, with_orientation
+from tests.vision_support import build_tiny, load_adapter, png_bytes, post_image, random_image
 
 TRANSPORTS = ("json", "multipart")
 LEAK_MARKERS = ("Traceback", "/work", "/tmp", "site-packages", ".py\"", "PIL", "File \"")
@@ -27,9 +26,10 @@ GOOD = png_bytes(random_image(48, 64, seed=2))
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def decode_client(make_app, tmp_path_factory):
+    """A tiny random ViT behind a 2 MiB image cap."""
     adapter = load_adapter(build_tiny(tmp_path_factory.mktemp("decode-model"), "vit"), "tiny")
-    return app_for(adapter, limits={"max_image_bytes": 2 * 1024 * 1024}).test_client()
+    return make_app(adapter, limits={"max_image_bytes": 2 * 1024 * 1024}).test_client()
 
 
 # -- building the catalogue ------------------------------------------------------------------------
@@ -45,22 +45,8 @@ def png_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b"")
 
 
-def encoded(image: Image.Image, fmt: str, **save) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **save)
-    return buffer.getvalue()
-
-
 def rgb(height: int = 48, width: int = 64, seed: int = 0) -> Image.Image:
     return Image.fromarray(random_image(height, width, seed))
-
-
-def with_orientation(display: Image.Image, orientation: int, fmt: str = "PNG") -> bytes:
-    """Stored pixels rotated so that applying EXIF ``orientation`` gives ``display`` back."""
-    stored = display.transpose(Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return encoded(stored, fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {}))
 
 
 def sixteen_bit() -> bytes:
@@ -119,19 +105,19 @@ def _assert_clean_error(response, status: int, code: str) -> None:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("case", list(REJECTED))
-def test_rejected_images(client, case, transport):
+def test_rejected_images(decode_client, case, transport):
     data, status, code = REJECTED[case]
-    _assert_clean_error(post_image(client, data, transport, model="tiny"), status, code)
-    assert post_image(client, GOOD, transport, model="tiny").status_code == 200
+    _assert_clean_error(post_image(decode_client, data, transport, model="tiny"), status, code)
+    assert post_image(decode_client, GOOD, transport, model="tiny").status_code == 200
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_image_over_the_byte_cap_is_413(client, transport):
+def test_image_over_the_byte_cap_is_413(decode_client, transport):
     big = np.random.default_rng(1).integers(0, 256, (1100, 1100, 3), dtype=np.uint8)
     data = png_bytes(big)
     assert len(data) > 2 * 1024 * 1024
-    _assert_clean_error(post_image(client, data, transport, model="tiny"), 413, "image_too_large")
-    assert post_image(client, GOOD, transport, model="tiny").status_code == 200
+    _assert_clean_error(post_image(decode_client, data, transport, model="tiny"), 413, "image_too_large")
+    assert post_image(decode_client, GOOD, transport, model="tiny").status_code == 200
 
 
 def _overlay_of(client, data, transport="multipart", **fields):
@@ -144,16 +130,16 @@ def _overlay_of(client, data, transport="multipart", **fields):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_sixteen_bit_png_keeps_its_contrast(client, transport):
-    pixels = _overlay_of(client, sixteen_bit(), transport)
+def test_sixteen_bit_png_keeps_its_contrast(decode_client, transport):
+    pixels = _overlay_of(decode_client, sixteen_bit(), transport)
     assert pixels.shape == (48, 64, 3)
     assert pixels.mean() < 200 and pixels.min() == 0 and pixels.max() == 255  # not saturated to white
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_cmyk_jpeg_converts_to_plausible_rgb(client, transport):
+def test_cmyk_jpeg_converts_to_plausible_rgb(decode_client, transport):
     cyan = Image.new("CMYK", (40, 40), (255, 0, 0, 0))
-    pixels = _overlay_of(client, encoded(cyan, "JPEG", quality=95), transport)
+    pixels = _overlay_of(decode_client, encoded(cyan, "JPEG", quality=95), transport)
     red, green, blue = pixels.reshape(-1, 3).mean(axis=0)
     assert red < 40 and green > 215 and blue > 215
 
@@ -161,53 +147,53 @@ def test_cmyk_jpeg_converts_to_plausible_rgb(client, transport):
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("orientation", [6, 8])
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
-def test_exif_orientation_is_applied(client, orientation, fmt, transport):
+def test_exif_orientation_is_applied(decode_client, orientation, fmt, transport):
     display = rgb(48, 64, seed=9)
-    pixels = _overlay_of(client, with_orientation(display, orientation, fmt), transport)
+    pixels = _overlay_of(decode_client, with_orientation(display, orientation, fmt), transport)
     assert pixels.shape == (48, 64, 3)  # display orientation, not the stored 64 x 48
     assert np.abs(pixels.astype(int) - np.asarray(display, dtype=int)).mean() < (1 if fmt == "PNG" else 6)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_palette_transparency_is_composited_on_white(client, transport):
-    pixels = _overlay_of(client, palette_with_transparency(), transport)
+def test_palette_transparency_is_composited_on_white(decode_client, transport):
+    pixels = _overlay_of(decode_client, palette_with_transparency(), transport)
     assert (pixels[:, :20] == 255).all()  # transparent red -> white background
     assert (pixels[:, 20:] == [0, 0, 255]).all()
 
 
 @pytest.mark.parametrize("mode", ["LA", "RGBA"])
-def test_alpha_modes_are_composited(client, mode):
+def test_alpha_modes_are_composited(decode_client, mode):
     image = Image.new(mode, (32, 32), (0, 0) if mode == "LA" else (0, 0, 0, 0))
-    assert (_overlay_of(client, encoded(image, "PNG")) == 255).all()
+    assert (_overlay_of(decode_client, encoded(image, "PNG")) == 255).all()
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
-def test_animated_images_use_the_first_frame(client, fmt):
+def test_animated_images_use_the_first_frame(decode_client, fmt):
     data = animated(fmt)
-    response = post_image(client, data, model="tiny", format="json")
+    response = post_image(decode_client, data, model="tiny", format="json")
     assert response.status_code == 200
     image_meta = response.get_json()["meta"]["preprocessing"]["image"]
     assert image_meta["frames_ignored"] == 4 and image_meta["format"] == fmt
-    pixels = _overlay_of(client, data)
+    pixels = _overlay_of(decode_client, data)
     assert np.abs(pixels.astype(int) - [0, 100, 200]).max() <= 2
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_polyglot_decodes_as_its_image_and_is_never_echoed(client, transport):
+def test_polyglot_decodes_as_its_image_and_is_never_echoed(decode_client, transport):
     data = polyglot()
-    response = post_image(client, data, transport, model="tiny")
+    response = post_image(decode_client, data, transport, model="tiny")
     assert response.status_code == 200 and response.mimetype == "image/png"
     assert b"<html>" not in response.data and b"PK\x05\x06" not in response.data
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_webp_and_grey_and_data_url(client):
-    assert post_image(client, encoded(rgb(), "WEBP", quality=80), model="tiny").status_code == 200
-    assert post_image(client, encoded(rgb().convert("L"), "PNG"), "json", model="tiny").status_code == 200
+def test_webp_and_grey_and_data_url(decode_client):
+    assert post_image(decode_client, encoded(rgb(), "WEBP", quality=80), model="tiny").status_code == 200
+    assert post_image(decode_client, encoded(rgb().convert("L"), "PNG"), "json", model="tiny").status_code == 200
     import base64
 
     url = "data:image/png;base64," + base64.b64encode(GOOD).decode()
-    assert client.post("/visualize", json={"model": "tiny", "image": url}).status_code == 200
+    assert decode_client.post("/visualize", json={"model": "tiny", "image": url}).status_code == 200
 
 
 # -- decode_image directly ---------------------------------------------------------------------------

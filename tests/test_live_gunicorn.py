@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.conftest import decode_png
+from tests.helpers import decode_png
 from tests.live import gunicorn_server
 
 pytestmark = pytest.mark.live

@@ -63,21 +63,18 @@ def test_json_meta_matches_the_documented_schema(client, name: str) -> None:
     assert errors == []
 
 
-def test_model_meta_and_prediction_match_the_documented_schema() -> None:
+def test_model_meta_and_prediction_match_the_documented_schema(shapes_client) -> None:
     """A vision model's meta carries a prediction, preprocessing and a region mass, all documented."""
     import base64
     import io
 
     from PIL import Image
 
-    from app.http.factory import create_app
-
-    client = create_app({"builtin_models": ("shapes-vit",)}).test_client()
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, "PNG")
     body = {"image": base64.b64encode(buffer.getvalue()).decode(), "model": "shapes-vit", "format": "json",
             "region": [0, 0, 32, 32]}
-    document = client.post("/visualize", json=body).get_json()
+    document = shapes_client.post("/visualize", json=body).get_json()
     meta = document["meta"]
     assert {"prediction", "preprocessing", "region_mass"} <= set(meta)
     assert set(meta["prediction"]) == {"label", "index", "probability", "score_kind", "score", "target", "target_label"}

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from app.core.reduce import fuse_heads, rollout
-from app.http.factory import create_app
 from app.render.normalize import normalize
-from tests.conftest import decode_png
+from tests.helpers import decode_png
 
-APP = create_app({"builtin_models": ()})
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The ``app`` fixture is built once per test and shared by its examples (like a module-level app, but per test).
+SHARED_APP = [HealthCheck.function_scoped_fixture]
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, *SHARED_APP])
 
 shapes = st.one_of(
     st.tuples(st.integers(1, 24), st.integers(1, 24)),
@@ -28,8 +28,8 @@ finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
 
 @FAST
 @given(arrays(np.float32, shapes, elements=finite), st.integers(16, 700), st.booleans())
-def test_any_finite_in_cap_array_gives_a_png_of_the_asked_size(array, size, as_npy):
-    client = APP.test_client()
+def test_any_finite_in_cap_array_gives_a_png_of_the_asked_size(app, array, size, as_npy):
+    client = app.test_client()
     if as_npy:
         buffer = io.BytesIO()
         np.save(buffer, array)
@@ -44,8 +44,8 @@ def test_any_finite_in_cap_array_gives_a_png_of_the_asked_size(array, size, as_n
 
 @FAST
 @given(arrays(np.float64, shapes, elements=st.floats(allow_nan=True, allow_infinity=True)).filter(lambda a: not np.isfinite(a).all()))
-def test_any_nan_or_inf_gives_422(array):
-    client = APP.test_client()
+def test_any_nan_or_inf_gives_422(app, array):
+    client = app.test_client()
     buffer = io.BytesIO()
     np.save(buffer, array)
     response = client.post("/visualize", data={"weights": (io.BytesIO(buffer.getvalue()), "w.npy")}, content_type="multipart/form-data")
@@ -62,10 +62,10 @@ field_names = st.sampled_from(["weights", "layer", "head", "method", "query", "v
                                "format", "annotate", "normalize", "vmin", "vmax", "discard_ratio", "key", "model", "text"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=SHARED_APP)
 @given(st.dictionaries(field_names, json_values, max_size=6))
-def test_nothing_ever_gives_a_server_error(body):
-    client = APP.test_client()
+def test_nothing_ever_gives_a_server_error(app, body):
+    client = app.test_client()
     response = client.post("/visualize", json=body)
     assert response.status_code < 500, (body, response.data[:300])
     if response.status_code != 200:
@@ -112,9 +112,9 @@ _MULTIPART_PIECES = st.sampled_from([
 
 @FAST
 @given(st.lists(st.one_of(_MULTIPART_PIECES, st.binary(max_size=8)), max_size=40))
-def test_no_multipart_body_gives_a_server_error(pieces):
+def test_no_multipart_body_gives_a_server_error(app, pieces):
     body = b"".join(pieces)
-    response = APP.test_client().post("/visualize", data=body,
+    response = app.test_client().post("/visualize", data=body,
                                       headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
     assert response.status_code in (400, 404, 413, 415, 422), (response.status_code, body[:200])
     assert response.get_json()["error"]["code"]

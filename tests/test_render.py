@@ -6,7 +6,7 @@ import pytest
 from app.render import annotated, plain
 from app.render.colormaps import LEVELS, palette
 from app.render.normalize import normalize
-from tests.conftest import decode_png
+from tests.helpers import decode_png
 
 
 @pytest.mark.parametrize(("shape", "size"), [((64, 64), 512), ((6, 6), 512), ((3, 7), 300), ((1000, 1000), 256), ((5, 5), 17)])

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from app.http.auth import token_matches
-from app.http.factory import create_app
 from app.http.state import state
 from app.ops.logging_setup import JsonFormatter
 from app.ops.serving import WORKER_BOOT_ERROR, exit_on_load_failure, worker_started
@@ -55,10 +54,6 @@ def records():
         logger.removeHandler(handler)
 
 
-def make_app(**overrides):
-    return create_app({"builtin_models": (), **overrides})
-
-
 def metric_value(text: str, name: str, **labels: str) -> float:
     """One sample of the Prometheus text exposition (0 when absent)."""
     for line in text.splitlines():
@@ -72,8 +67,7 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 # --- metrics ----------------------------------------------------------------------------------------
 
 
-def test_metrics_count_requests_stages_and_rejections():
-    client = make_app().test_client()
+def test_metrics_count_requests_stages_and_rejections(client):
     before = client.get("/metrics").get_data(as_text=True)
     assert client.post("/visualize", json=WEIGHTS).status_code == 200
     assert client.post("/visualize", json={"weights": [[1.0]], "size": 1}).status_code == 422
@@ -95,10 +89,10 @@ def test_metrics_count_requests_stages_and_rejections():
     assert delta("attnmap_request_duration_seconds_count", route="/visualize") == 2
 
 
-def test_metrics_report_model_load_seconds():
+def test_metrics_report_model_load_seconds(make_app):
     registry = ModelRegistry()
     registry.load_seconds["unit-model"] = 1.25
-    client = create_app({"builtin_models": ()}, registry=registry).test_client()
+    client = make_app(registry=registry).test_client()
     text = client.get("/metrics").get_data(as_text=True)
     assert metric_value(text, "attnmap_model_load_seconds", model="unit-model") == 1.25
 
@@ -106,8 +100,7 @@ def test_metrics_report_model_load_seconds():
 # --- access log -------------------------------------------------------------------------------------
 
 
-def test_access_log_is_one_json_line_with_ids_sizes_and_timings(records):
-    client = make_app().test_client()
+def test_access_log_is_one_json_line_with_ids_sizes_and_timings(records, client):
     response = client.post("/visualize", json=WEIGHTS, headers={"X-Request-ID": "req-42"})
     assert response.status_code == 200
     (entry,) = records.access()
@@ -117,7 +110,7 @@ def test_access_log_is_one_json_line_with_ids_sizes_and_timings(records):
     assert set(entry["stages_ms"]) >= {"decode", "reduce", "render", "encode"}
 
 
-def test_access_log_escapes_control_characters_and_logs_no_secrets(records):
+def test_access_log_escapes_control_characters_and_logs_no_secrets(make_app, records):
     client = make_app(api_tokens=TOKENS).test_client()
     client.get("/bad%0a%1b[31mpath%0d{\"forged\":1}", headers={"Authorization": f"Bearer {TOKENS[0]}"})
     client.post("/visualize", json={"weights": [[0.123456789, 1.0]], "size": 32},
@@ -134,11 +127,11 @@ def test_access_log_escapes_control_characters_and_logs_no_secrets(records):
 # --- auth ---------------------------------------------------------------------------------------------
 
 
-def test_auth_off_by_default():
-    assert make_app().test_client().post("/visualize", json=WEIGHTS).status_code == 200
+def test_auth_off_by_default(client):
+    assert client.post("/visualize", json=WEIGHTS).status_code == 200
 
 
-def test_auth_requires_one_of_the_tokens():
+def test_auth_requires_one_of_the_tokens(make_app):
     client = make_app(api_tokens=TOKENS).test_client()
     missing = client.post("/visualize", json=WEIGHTS)
     assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == 'Bearer realm="attnmap"'
@@ -154,7 +147,7 @@ def test_auth_requires_one_of_the_tokens():
     assert client.get("/no/such/route").status_code == 401  # closed by default: no route map for strangers
 
 
-def test_auth_leaves_probes_metrics_contract_and_page_open():
+def test_auth_leaves_probes_metrics_contract_and_page_open(make_app):
     client = make_app(api_tokens=TOKENS).test_client()
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.yaml", "/", "/assets/favicon.svg", "/examples"):
         assert client.get(path).status_code == 200, path
@@ -171,12 +164,12 @@ def test_token_comparison_checks_every_token():
 # --- CORS ---------------------------------------------------------------------------------------------
 
 
-def test_cors_allows_nothing_by_default():
-    response = make_app().test_client().post("/visualize", json=WEIGHTS, headers={"Origin": ORIGIN})
+def test_cors_allows_nothing_by_default(client):
+    response = client.post("/visualize", json=WEIGHTS, headers={"Origin": ORIGIN})
     assert response.status_code == 200 and "Access-Control-Allow-Origin" not in response.headers
 
 
-def test_cors_allow_list_and_exposed_headers():
+def test_cors_allow_list_and_exposed_headers(make_app):
     client = make_app(cors_origins=(ORIGIN,)).test_client()
     allowed = client.post("/visualize", json=WEIGHTS, headers={"Origin": ORIGIN})
     assert allowed.headers["Access-Control-Allow-Origin"] == ORIGIN
@@ -188,7 +181,7 @@ def test_cors_allow_list_and_exposed_headers():
     assert other.status_code == 200 and "Access-Control-Allow-Origin" not in other.headers
 
 
-def test_cors_preflight_is_answered_before_auth():
+def test_cors_preflight_is_answered_before_auth(make_app):
     client = make_app(cors_origins=(ORIGIN,), api_tokens=TOKENS).test_client()
     preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
                  "Access-Control-Request-Headers": "authorization, content-type"}
@@ -205,7 +198,7 @@ def test_cors_preflight_is_answered_before_auth():
 
 
 @pytest.mark.parametrize(("hops", "expected"), [(0, "10.0.0.5"), (1, "198.51.100.7"), (2, "203.0.113.9")])
-def test_client_address_trusts_exactly_the_configured_hops(records, hops, expected):
+def test_client_address_trusts_exactly_the_configured_hops(make_app, records, hops, expected):
     client = make_app(proxy_hops=hops).test_client()
     client.get("/healthz", headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.7"},
                environ_base={"REMOTE_ADDR": "10.0.0.5"})
@@ -215,8 +208,7 @@ def test_client_address_trusts_exactly_the_configured_hops(records, hops, expect
 # --- lifecycle ----------------------------------------------------------------------------------------
 
 
-def test_sigterm_marks_the_worker_draining_then_calls_gunicorn(records):
-    app = make_app()
+def test_sigterm_marks_the_worker_draining_then_calls_gunicorn(records, app):
     client = app.test_client()
     assert client.get("/readyz").status_code == 200
     calls = []

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from app.service.config import Limits, Settings
-from tests.conftest import require_binary
+from tests.helpers import require_binary
 from tests.serving_support import render_nginx_conf
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.conftest import decode_png, require_binary
+from tests.helpers import decode_png, require_binary
 from tests.live import gunicorn_server
 from tests.serving_support import access_record, nginx_server, raw_request
 

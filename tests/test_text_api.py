@@ -5,12 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from app.http.factory import create_app
 from app.http.state import state
 from models.hooks import hooks_on
-from models.registry import ModelRegistry
-from tests.conftest import decode_png
-from tests.test_api_raw import assert_error
+from tests.helpers import assert_error, decode_png
 from tests.text_models import count_calls, minilm_path, reference_attentions, reference_inputs, reference_model, reference_rollout
 
 NEGATION = {"text": "He never smoked.", "model": "minilm"}
@@ -18,20 +15,8 @@ PIECES = "Unbelievable tokenization of smokers"
 
 
 @pytest.fixture(scope="module")
-def app():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")  # must not matter: the model is read from the package folder
-        return create_app({"builtin_models": ("minilm",)})
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture(scope="module")
-def adapter(app):
-    return state(app).registry.get("minilm")
+def adapter(minilm_app):
+    return state(minilm_app).registry.get("minilm")
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +43,8 @@ def values_of(client, **fields):
 
 
 @pytest.mark.parametrize(("layer", "head"), [(0, 0), (1, 7), (-1, 11), (3, "mean"), (4, "max"), (2, "min")])
-def test_json_values_equal_output_attentions(client, expected, layer, head):
-    values, meta = values_of(client, text="He never smoked, though his grandfather smoked.", model="minilm", layer=layer, head=head)
+def test_json_values_equal_output_attentions(minilm_client, expected, layer, head):
+    values, meta = values_of(minilm_client, text="He never smoked, though his grandfather smoked.", model="minilm", layer=layer, head=head)
     heads = expected[layer]
     if head == "mean":
         reference = heads.mean(axis=0)
@@ -74,58 +59,58 @@ def test_json_values_equal_output_attentions(client, expected, layer, head):
 
 
 @pytest.mark.parametrize("layer", [2, 5])
-def test_json_rollout_equals_reference(client, expected, layer):
-    values, meta = values_of(client, text="He never smoked, though his grandfather smoked.", model="minilm",
+def test_json_rollout_equals_reference(minilm_client, expected, layer):
+    values, meta = values_of(minilm_client, text="He never smoked, though his grandfather smoked.", model="minilm",
                              method="rollout", layer=layer)
     np.testing.assert_allclose(values, reference_rollout(expected, layer), atol=1e-5, rtol=0)
     assert meta["layers"] == list(range(layer + 1))
     np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-9)
 
 
-def test_negation_example_renders(client):
-    response = post(client, **NEGATION, layer=1)
+def test_negation_example_renders(minilm_client):
+    response = post(minilm_client, **NEGATION, layer=1)
     assert response.status_code == 200 and response.mimetype == "image/png"
     assert response.headers["X-Attnmap-Model"] == "minilm" and response.headers["X-Attnmap-Layers"] == "1"
     assert decode_png(response.data).shape[:2] == (512, 512)
-    annotated = post(client, **NEGATION, layer=1, annotate=True)
+    annotated = post(minilm_client, **NEGATION, layer=1, annotate=True)
     assert annotated.status_code == 200
     assert decode_png(annotated.data).std() > 0
 
 
-def test_negation_trace_has_one_value_per_layer_and_head(client, reference):
-    values, meta = values_of(client, **NEGATION, view="trace", query=2, key="smoked")
+def test_negation_trace_has_one_value_per_layer_and_head(minilm_client, reference):
+    values, meta = values_of(minilm_client, **NEGATION, view="trace", query=2, key="smoked")
     assert values.shape == (6, 12)
     assert (meta["query_token"], meta["key_token"], meta["query_index"], meta["key_index"]) == ("never", "smoked", 2, 3)
     direct = reference_attentions(reference, reference_inputs(minilm_path(), "He never smoked."))
     np.testing.assert_allclose(values, direct[:, :, 2, 3], atol=1e-5, rtol=0)
-    picture = post(client, **NEGATION, view="trace", query=2, key="smoked", annotate=True)
+    picture = post(minilm_client, **NEGATION, view="trace", query=2, key="smoked", annotate=True)
     assert picture.status_code == 200 and picture.mimetype == "image/png"
-    assert post(client, **NEGATION, view="trace", query=2, key=3).status_code == 200
-    assert_error(post(client, **NEGATION, view="trace", query=2, key="smoker"), 422, "unknown_token", "key")
+    assert post(minilm_client, **NEGATION, view="trace", query=2, key=3).status_code == 200
+    assert_error(post(minilm_client, **NEGATION, view="trace", query=2, key="smoker"), 422, "unknown_token", "key")
 
 
-def test_trace_query_by_token_text(client):
-    values, meta = values_of(client, **NEGATION, view="trace", query="never", key="smoked")
+def test_trace_query_by_token_text(minilm_client):
+    values, meta = values_of(minilm_client, **NEGATION, view="trace", query="never", key="smoked")
     assert values.shape == (6, 12) and meta["query_index"] == 2
 
 
-def test_grid_of_heads(client):
-    values, meta = values_of(client, **NEGATION, view="grid", layer=2)
+def test_grid_of_heads(minilm_client):
+    values, meta = values_of(minilm_client, **NEGATION, view="grid", layer=2)
     assert values.shape == (12, 6, 6) and meta["heads"] == list(range(12))
-    assert post(client, **NEGATION, view="grid", layer=2).status_code == 200
+    assert post(minilm_client, **NEGATION, view="grid", layer=2).status_code == 200
 
 
-def test_mask_special_renormalises_rows(client):
-    values, meta = values_of(client, text=PIECES, model="minilm", layer=0, mask_special=True)
+def test_mask_special_renormalises_rows(minilm_client):
+    values, meta = values_of(minilm_client, text=PIECES, model="minilm", layer=0, mask_special=True)
     assert "[CLS]" not in meta["tokens"] and "[SEP]" not in meta["tokens"]
     assert values.shape == (len(meta["tokens"]),) * 2
     np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-9)
     assert meta["masked_positions"] == [0, len(meta["tokens"]) + 1]
 
 
-def test_merge_subwords_keeps_the_matrix_consistent(client):
-    raw, raw_meta = values_of(client, text=PIECES, model="minilm", layer=0)
-    merged, meta = values_of(client, text=PIECES, model="minilm", layer=0, merge_subwords=True)
+def test_merge_subwords_keeps_the_matrix_consistent(minilm_client):
+    raw, raw_meta = values_of(minilm_client, text=PIECES, model="minilm", layer=0)
+    merged, meta = values_of(minilm_client, text=PIECES, model="minilm", layer=0, merge_subwords=True)
     assert raw_meta["tokens"] == ["[CLS]", "unbelievable", "token", "##ization", "of", "smoke", "##rs", "[SEP]"]
     assert meta["tokens"] == ["[CLS]", "unbelievable", "tokenization", "of", "smokers", "[SEP]"]
     np.testing.assert_allclose(merged.sum(axis=1), 1.0, atol=1e-6)
@@ -133,28 +118,28 @@ def test_merge_subwords_keeps_the_matrix_consistent(client):
     groups = [[0], [1], [2, 3], [4], [5, 6], [7]]
     direct = np.array([[raw[np.ix_(rows, cols)].sum(axis=1).mean() for cols in groups] for rows in groups])
     np.testing.assert_allclose(merged, direct, atol=1e-9)
-    both, both_meta = values_of(client, text=PIECES, model="minilm", layer=0, merge_subwords=True, mask_special=True)
+    both, both_meta = values_of(minilm_client, text=PIECES, model="minilm", layer=0, merge_subwords=True, mask_special=True)
     assert both_meta["tokens"] == ["unbelievable", "tokenization", "of", "smokers"]
     np.testing.assert_allclose(both.sum(axis=1), 1.0, atol=1e-9)
-    assert post(client, text=PIECES, model="minilm", merge_subwords=True, annotate=True).status_code == 200
+    assert post(minilm_client, text=PIECES, model="minilm", merge_subwords=True, annotate=True).status_code == 200
 
 
-def test_text_pair(client):
-    values, meta = values_of(client, text="He never smoked.", text_pair="He is a smoker.", model="minilm", layer=0)
+def test_text_pair(minilm_client):
+    values, meta = values_of(minilm_client, text="He never smoked.", text_pair="He is a smoker.", model="minilm", layer=0)
     assert meta["segment_boundary"] == 6 and meta["tokens"].count("[SEP]") == 2
     assert values.shape == (len(meta["tokens"]),) * 2
 
 
-def test_512_tokens_on_one_layer_fit_the_budget(client, app, adapter):
+def test_512_tokens_on_one_layer_fit_the_budget(minilm_client, minilm_app, adapter):
     text = " ".join(["word"] * 510)
-    budget = state(app).settings.limits.attention_budget_bytes
+    budget = state(minilm_app).settings.limits.attention_budget_bytes
     assert adapter.estimate_tokens(*_request(text)) == 512
     assert adapter.attention_bytes(512, 1) <= budget
-    values, meta = values_of(client, text=text, model="minilm", layer=0)
+    values, meta = values_of(minilm_client, text=text, model="minilm", layer=0)
     assert values.shape == (512, 512) and meta["truncated"] is False
     np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-5)
     for extra in ({}, {"annotate": True}, {"query": 0}, {"query": 0, "annotate": True}):
-        response = post(client, text=text, model="minilm", layer=0, **extra)
+        response = post(minilm_client, text=text, model="minilm", layer=0, **extra)
         assert response.status_code == 200, response.get_json()
         # Past max_labels (128) the labelled display pools blocks of 4 tokens and says so.
         assert response.headers.get("X-Attnmap-Pooled") == ("4" if extra.get("annotate") else None)
@@ -180,19 +165,17 @@ def _request(text):
     return TextInput(text), CaptureRequest(layers=(0,), max_tokens=512)
 
 
-def test_over_the_token_cap(client):
+def test_over_the_token_cap(minilm_client):
     text = " ".join(["word"] * 600)
-    assert_error(post(client, text=text, model="minilm"), 422, "too_many_tokens", "text")
-    assert "602" in post(client, text=text, model="minilm").get_json()["error"]["message"]
-    values, meta = values_of(client, text=text, model="minilm", layer=0, truncate=True)
+    assert_error(post(minilm_client, text=text, model="minilm"), 422, "too_many_tokens", "text")
+    assert "602" in post(minilm_client, text=text, model="minilm").get_json()["error"]["message"]
+    values, meta = values_of(minilm_client, text=text, model="minilm", layer=0, truncate=True)
     assert values.shape == (512, 512)
     assert meta["truncated"] is True and meta["tokens_before_truncation"] == 602
 
 
-def test_over_budget_is_refused_before_any_forward_pass(adapter):
-    small = create_app({"builtin_models": (), "limits": {"attention_budget_bytes": 1024 * 1024}},
-                       registry=ModelRegistry([adapter]))
-    client = small.test_client()
+def test_over_budget_is_refused_before_any_forward_pass(make_app, adapter):
+    client = make_app(adapter, limits={"attention_budget_bytes": 1024 * 1024}).test_client()
     before = hooks_on(adapter.model)
     counts, handles = count_calls([adapter.model])
     try:
@@ -211,21 +194,21 @@ def test_over_budget_is_refused_before_any_forward_pass(adapter):
 
 
 @pytest.mark.parametrize("target_text", [None, "A man who smokes a lot."])
-def test_gradient_method(client, target_text):
+def test_gradient_method(minilm_client, target_text):
     fields = {"method": "gradient", "layer": -1} | ({"target_text": target_text} if target_text else {})
-    values, meta = values_of(client, **NEGATION, **fields)
+    values, meta = values_of(minilm_client, **NEGATION, **fields)
     assert values.shape == (6, 6) and np.isfinite(values).all()
     assert meta["semantics"] == "relevance" and meta["layers"] == list(range(6))
     assert meta["prediction"]["score_kind"] == ("cosine_similarity" if target_text else "embedding_norm")
-    assert post(client, **NEGATION, **fields).status_code == 200
+    assert post(minilm_client, **NEGATION, **fields).status_code == 200
 
 
-def test_gradient_target_needs_a_classifier(client):
-    assert_error(post(client, **NEGATION, method="gradient", target=1), 422, "invalid_value", "target")
+def test_gradient_target_needs_a_classifier(minilm_client):
+    assert_error(post(minilm_client, **NEGATION, method="gradient", target=1), 422, "invalid_value", "target")
 
 
-def test_models_lists_minilm(client):
-    models = {m["name"]: m for m in client.get("/models").get_json()["models"]}
+def test_models_lists_minilm(minilm_client):
+    models = {m["name"]: m for m in minilm_client.get("/models").get_json()["models"]}
     assert models["minilm"]["kind"] == "text" and models["minilm"]["layers"] == 6 and models["minilm"]["heads"] == 12
     assert models["minilm"]["max_tokens"] == 512
 
@@ -251,23 +234,23 @@ def raw_post(client, body: str):
     ('{"text": "\\u0301", "model": "minilm", "mask_special": true}', "empty_text", "text"),
     ('{"text": "fine", "method": "gradient", "target_text": "\\u202e", "model": "minilm"}', "invalid_text", "target_text"),
 ])
-def test_text_hygiene(client, body, code, field):
-    response = raw_post(client, body)
+def test_text_hygiene(minilm_client, body, code, field):
+    response = raw_post(minilm_client, body)
     assert_error(response, 422, code, field)
     assert "\ud800" not in response.get_data(as_text=True)
 
 
-def test_accepted_unusual_text(client):
+def test_accepted_unusual_text(minilm_client):
     for text in ["windows\r\nline breaks", "emoji 👩‍👩‍👧 and naïve café", "עברית\u200f mixed", "e\u0301" * 30]:
-        response = raw_post(client, json.dumps({"text": text, "model": "minilm", "annotate": True}))
+        response = raw_post(minilm_client, json.dumps({"text": text, "model": "minilm", "annotate": True}))
         assert response.status_code == 200, (text, response.get_json())
 
 
-def test_dollar_tokens_are_literal_labels(client):
+def test_dollar_tokens_are_literal_labels(minilm_client):
     text = "$x^$ costs $\\frac{1}$ and 50% of $y_"
-    response = post(client, text=text, model="minilm", annotate=True)
+    response = post(minilm_client, text=text, model="minilm", annotate=True)
     assert response.status_code == 200, response.get_json()
-    _, meta = values_of(client, text=text, model="minilm")
+    _, meta = values_of(minilm_client, text=text, model="minilm")
     assert "$" in meta["tokens"] and "^" in meta["tokens"]
-    bar = post(client, text=text, model="minilm", annotate=True, query=1)
+    bar = post(minilm_client, text=text, model="minilm", annotate=True, query=1)
     assert bar.status_code == 200

@@ -8,11 +8,9 @@ import pytest
 import torch
 
 from app.core.errors import InvalidInput
-from app.http.factory import create_app
 from models.adapter import CaptureRequest, TextInput
-from models.registry import ModelLoadError, ModelRegistry, ModelSpec, load_adapter, open_model
-from tests.conftest import decode_png
-from tests.test_api_raw import assert_error
+from models.registry import ModelLoadError, ModelSpec, load_adapter, open_model
+from tests.helpers import assert_error, decode_png
 from tests.text_models import (
     count_calls,
     reference_attentions,
@@ -39,16 +37,11 @@ def model_dirs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def app(model_dirs, tmp_path_factory):
+def tiny_text_client(make_app, model_dirs, tmp_path_factory):
     """The tiny models loaded the way an operator configures them: a TOML models file."""
     config = tmp_path_factory.mktemp("config") / "models.toml"
     config.write_text("".join(f'[models.{name}]\npath = "{path}"\n\n' for name, path in model_dirs.items()))
-    return create_app({"builtin_models": (), "models_config": str(config)})
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return app.test_client()
+    return make_app(models_config=str(config)).test_client()
 
 
 def values_of(client, **fields):
@@ -57,8 +50,8 @@ def values_of(client, **fields):
     return np.asarray(response.get_json()["values"]), response.get_json()["meta"]
 
 
-def test_models_endpoint_describes_each_family(client):
-    models = {m["name"]: m for m in client.get("/models").get_json()["models"]}
+def test_models_endpoint_describes_each_family(tiny_text_client):
+    models = {m["name"]: m for m in tiny_text_client.get("/models").get_json()["models"]}
     assert models["tiny-bert-cls"]["family"] == "bert" and models["tiny-bert-cls"]["labels"] == ["class_0", "class_1", "class_2"]
     assert models["tiny-roberta"]["family"] == "roberta" and models["tiny-roberta"]["max_tokens"] == 38  # 40 - (pad 1 + 1)
     assert models["tiny-distilbert"]["family"] == "distilbert" and models["tiny-distilbert"]["layers"] == 2
@@ -66,32 +59,32 @@ def test_models_endpoint_describes_each_family(client):
 
 
 @pytest.mark.parametrize("name", ["tiny-bert-cls", "tiny-roberta", "tiny-distilbert"])
-def test_values_equal_output_attentions_and_render(client, model_dirs, name):
+def test_values_equal_output_attentions_and_render(tiny_text_client, model_dirs, name):
     path = model_dirs[name]
     expected = reference_attentions(reference_model(path, classifier=name == "tiny-bert-cls"), reference_inputs(path, TEXT))
     for layer, head in ((0, 1), (-1, "mean")):
-        values, _meta = values_of(client, text=TEXT, model=name, layer=layer, head=head)
+        values, _meta = values_of(tiny_text_client, text=TEXT, model=name, layer=layer, head=head)
         heads = expected[layer]
         np.testing.assert_allclose(values, heads.mean(axis=0) if head == "mean" else heads[head], atol=1e-5, rtol=0)
-    response = client.post("/visualize", json={"text": TEXT, "model": name, "annotate": True, "merge_subwords": True})
+    response = tiny_text_client.post("/visualize", json={"text": TEXT, "model": name, "annotate": True, "merge_subwords": True})
     assert response.status_code == 200 and decode_png(response.data).ndim == 3
     for method in ("rollout", "gradient"):
-        assert client.post("/visualize", json={"text": TEXT, "model": name, "method": method}).status_code == 200
+        assert tiny_text_client.post("/visualize", json={"text": TEXT, "model": name, "method": method}).status_code == 200
 
 
-def test_roberta_positions_stop_at_the_padding_offset(client):
+def test_roberta_positions_stop_at_the_padding_offset(tiny_text_client):
     text = " ".join(["fox"] * 60)
-    response = client.post("/visualize", json={"text": text, "model": "tiny-roberta"})
+    response = tiny_text_client.post("/visualize", json={"text": text, "model": "tiny-roberta"})
     assert_error(response, 422, "too_many_tokens", "text")
     assert "38" in response.get_json()["error"]["message"]
-    values, meta = values_of(client, text=text, model="tiny-roberta", truncate=True, mask_special=True)
+    values, meta = values_of(tiny_text_client, text=text, model="tiny-roberta", truncate=True, mask_special=True)
     assert meta["truncated"] is True and meta["tokens_before_truncation"] > 60
     assert values.shape == (36, 36)  # 38 positions minus <s> and </s>
     np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-9)
 
 
-def test_roberta_pair_and_byte_level_merge(client):
-    values, meta = values_of(client, text=TEXT, text_pair="The lazy dog.", model="tiny-roberta", merge_subwords=True)
+def test_roberta_pair_and_byte_level_merge(tiny_text_client):
+    values, meta = values_of(tiny_text_client, text=TEXT, text_pair="The lazy dog.", model="tiny-roberta", merge_subwords=True)
     assert meta["tokens"][0] == "<s>" and "never" in meta["tokens"] and "Ġnever" not in meta["tokens"]
     np.testing.assert_allclose(values.sum(axis=1), 1.0, atol=1e-6)
 
@@ -116,14 +109,14 @@ def test_classifier_gradient_matches_direct_autograd(model_dirs):
         np.testing.assert_allclose(relevance, reference_chefer(list(output.attentions), list(gradients)), atol=1e-6)
 
 
-def test_classifier_target_rules_and_prediction(client):
-    _values, meta = values_of(client, text=TEXT, model="tiny-bert-cls", method="gradient", target=2)
+def test_classifier_target_rules_and_prediction(tiny_text_client):
+    _values, meta = values_of(tiny_text_client, text=TEXT, model="tiny-bert-cls", method="gradient", target=2)
     assert meta["prediction"]["target"] == 2 and meta["prediction"]["target_label"] == "class_2"
-    assert_error(client.post("/visualize", json={"text": TEXT, "model": "tiny-bert-cls", "method": "gradient", "target": 3}),
+    assert_error(tiny_text_client.post("/visualize", json={"text": TEXT, "model": "tiny-bert-cls", "method": "gradient", "target": 3}),
                  422, "out_of_range", "target")
-    assert_error(client.post("/visualize", json={"text": TEXT, "model": "tiny-bert-cls", "method": "gradient",
+    assert_error(tiny_text_client.post("/visualize", json={"text": TEXT, "model": "tiny-bert-cls", "method": "gradient",
                                                  "target_text": "x"}), 422, "invalid_value", "target_text")
-    _, last = values_of(client, text=TEXT, model="tiny-bert-cls", layer=-1)
+    _, last = values_of(tiny_text_client, text=TEXT, model="tiny-bert-cls", layer=-1)
     assert last["prediction"]["label"].startswith("class_")  # a finished pass reports its prediction
 
 
@@ -163,10 +156,9 @@ def test_unusable_directories_fail_to_load(model_dirs, tmp_path):
         load_adapter(ModelSpec("small", small), CPU, torch.float32)
 
 
-def test_injected_registry_with_a_service_token_cap(model_dirs):
+def test_injected_registry_with_a_service_token_cap(make_app, model_dirs):
     adapter = open_model("bert", model_dirs["tiny-bert-cls"], device=CPU, dtype=torch.float32)
-    app = create_app({"builtin_models": (), "limits": {"max_tokens": 8}}, registry=ModelRegistry([adapter]))
-    client = app.test_client()
+    client = make_app(adapter, limits={"max_tokens": 8}).test_client()
     response = client.post("/visualize", json={"text": "one two three four five six seven", "model": "bert"})
     assert_error(response, 422, "too_many_tokens", "text")
     assert "9 tokens" in response.get_json()["error"]["message"] and "at most 8" in response.get_json()["error"]["message"]

@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.http.factory import create_app
 from models.registry import BUILTIN_DIR
-from tests.test_image_decode import with_orientation
+from tests.helpers import with_orientation
 from tests.vision_support import png_bytes, post_image
 
 pytestmark = pytest.mark.skipif(
@@ -32,12 +31,6 @@ pytestmark = pytest.mark.skipif(
 SEED = 20261125  # not a training or evaluation seed
 SIZES = ((64, 64), (160, 120), (96, 144))  # (width, height): native, landscape, portrait
 COUNT = 36
-
-
-@pytest.fixture(scope="module")
-def client():
-    app = create_app({"builtin_models": ("shapes-vit", "shapes-vit-shortcut")})
-    return app.test_client()
 
 
 def _samples(count: int, **kwargs):
@@ -71,7 +64,7 @@ def _near(box, x: float, y: float, margin: float) -> bool:
     return box[0] - margin <= x <= box[2] + margin and box[1] - margin <= y <= box[3] + margin
 
 
-def test_clean_model_rollout_lands_on_the_object(client):
+def test_clean_model_rollout_lands_on_the_object(shapes_client):
     """Rollout mass in the object box, against the box's area share (chance) and a control.
 
     Measured on these 36 images: median lift 2.05 (about 27 % of the mass on 13 % of the image),
@@ -84,13 +77,13 @@ def test_clean_model_rollout_lands_on_the_object(client):
     lifts, control, peaks, sharp = [], [], [], []
     samples = _samples(COUNT)
     for index, sample in enumerate(samples):
-        meta = _rollout(client, "shapes-vit", sample.image, sample.box)
+        meta = _rollout(shapes_client, "shapes-vit", sample.image, sample.box)
         lifts.append(_lift(meta))
         other = samples[(index + len(SIZES)) % len(samples)].box  # same image size, another object
-        control.append(_lift(_rollout(client, "shapes-vit", sample.image, other)))
+        control.append(_lift(_rollout(shapes_client, "shapes-vit", sample.image, other)))
         patch = sample.image.shape[1] / meta["grid"][1]
         peaks.append(_near(sample.box, *_peak_xy(meta), margin=patch / 2))
-        response = post_image(client, png_bytes(sample.image), model="shapes-vit", method="rollout", discard_ratio=0.9,
+        response = post_image(shapes_client, png_bytes(sample.image), model="shapes-vit", method="rollout", discard_ratio=0.9,
                               format="json", region=[float(v) for v in sample.box])
         sharp.append(_lift(response.get_json()["meta"]))
     assert np.median(lifts) >= MIN_MEDIAN_LIFT, lifts
@@ -100,7 +93,7 @@ def test_clean_model_rollout_lands_on_the_object(client):
     assert np.median(control) <= MAX_CONTROL_MEDIAN_LIFT, control
 
 
-def test_physically_rotated_pictures_rotate_the_hot_spot(client):
+def test_physically_rotated_pictures_rotate_the_hot_spot(shapes_client):
     """Rotate the pixels 90 degrees (no EXIF): the object moves, and the mass follows it."""
     lifts = []
     for sample in _samples(COUNT // 2):
@@ -110,16 +103,16 @@ def test_physically_rotated_pictures_rotate_the_hot_spot(client):
         width = sample.image.shape[1]
         box = (y0, width - x1, y1, width - x0)
         assert rotated.shape[:2] == (width, height)
-        lifts.append(_lift(_rollout(client, "shapes-vit", rotated, box)))
+        lifts.append(_lift(_rollout(shapes_client, "shapes-vit", rotated, box)))
     assert np.median(lifts) >= MIN_MEDIAN_LIFT, lifts
 
 
 @pytest.mark.parametrize("orientation", [6, 8])
-def test_exif_rotated_copies_give_the_same_hot_spot(client, orientation):
+def test_exif_rotated_copies_give_the_same_hot_spot(shapes_client, orientation):
     """Stored rotated with an EXIF tag: displayed (and so analysed) like the original."""
     for sample in _samples(4):
-        original = _rollout(client, "shapes-vit", sample.image, sample.box)
-        tagged = _rollout(client, "shapes-vit", with_orientation(Image.fromarray(sample.image), orientation), sample.box)
+        original = _rollout(shapes_client, "shapes-vit", sample.image, sample.box)
+        tagged = _rollout(shapes_client, "shapes-vit", with_orientation(Image.fromarray(sample.image), orientation), sample.box)
         np.testing.assert_array_equal(tagged["values"], original["values"])
         assert tagged["region_mass"] == original["region_mass"]
 
@@ -131,7 +124,7 @@ def _rollout_or(client, model: str, pixels: np.ndarray, region, method: str) -> 
     return response.get_json()["meta"]
 
 
-def test_shortcut_model_looks_at_the_marker_corner(client):
+def test_shortcut_model_looks_at_the_marker_corner(shapes_client):
     """The shortcut model reads the corner marker, not the (faint) object.
 
     The region is the ViT patch holding the marker: 1/64 of the image. Rollout keeps half of
@@ -147,11 +140,11 @@ def test_shortcut_model_looks_at_the_marker_corner(client):
         patch_w, patch_h = width / 8, height / 8  # the marker sits inside one corner patch
         mx0, my0 = (sample.marker_box[0] // patch_w) * patch_w, (sample.marker_box[1] // patch_h) * patch_h
         corner = (mx0, my0, mx0 + patch_w, my0 + patch_h)
-        corner_meta = _rollout(client, "shapes-vit-shortcut", sample.image, corner)
-        object_meta = _rollout(client, "shapes-vit-shortcut", sample.image, sample.box)
+        corner_meta = _rollout(shapes_client, "shapes-vit-shortcut", sample.image, corner)
+        object_meta = _rollout(shapes_client, "shapes-vit-shortcut", sample.image, sample.box)
         corner_lifts.append(_lift(corner_meta))
         corner_beats_object.append(corner_meta["region_mass"] > object_meta["region_mass"])
-        gradient_mass.append(_rollout_or(client, "shapes-vit-shortcut", sample.image, corner, "gradient")["region_mass"])
+        gradient_mass.append(_rollout_or(shapes_client, "shapes-vit-shortcut", sample.image, corner, "gradient")["region_mass"])
     assert np.median(corner_lifts) >= MIN_CORNER_LIFT, corner_lifts
     assert np.mean(corner_beats_object) >= MIN_CORNER_BEATS_OBJECT, corner_beats_object
     assert np.median(gradient_mass) >= MIN_GRADIENT_CORNER_MASS, gradient_mass

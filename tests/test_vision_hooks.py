@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from app.http.factory import create_app
 from models.hooks import hooks_on
 from models.registry import ModelLoadError, open_model
-from tests.vision_support import CPU, app_for, build_tiny, load_adapter, png_bytes, post_image, random_image
+from tests.vision_support import CPU, build_tiny, load_adapter, png_bytes, post_image, random_image
 
 LEAK_MARKERS = ("Traceback", "boom", "/work", "site-packages", ".py", "CUDA")
 
@@ -21,9 +20,9 @@ def paths(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(paths):
+def served(make_app, paths):
     adapters = {kind: load_adapter(path) for kind, path in paths.items()}
-    return adapters, app_for(*adapters.values()).test_client()
+    return adapters, make_app(*adapters.values()).test_client()
 
 
 IMAGE = png_bytes(random_image(40, 56, seed=1))
@@ -138,8 +137,8 @@ def test_gradient_needs_a_classifier_and_a_valid_target(served):
     assert headless.status_code == 200 and "prediction" not in headless.get_json()["meta"]
 
 
-def test_attention_budget_uses_the_token_estimate(paths):
-    client = app_for(load_adapter(paths["vit"]), limits={"attention_budget_bytes": 1000}).test_client()
+def test_attention_budget_uses_the_token_estimate(make_app, paths):
+    client = make_app(load_adapter(paths["vit"]), limits={"attention_budget_bytes": 1000}).test_client()
     response = post_image(client, IMAGE, model="vit", method="rollout")
     assert response.status_code == 422
     assert response.get_json()["error"]["code"] == "selection_too_large"
@@ -151,10 +150,10 @@ def test_a_model_without_attention_weights_is_refused_at_load(paths):
         open_model("forced-sdpa", paths["vit"], device=CPU, dtype=torch.float32, attn_implementation="sdpa")
 
 
-def test_operator_config_loads_vision_models(paths, tmp_path):
+def test_operator_config_loads_vision_models(make_app, paths, tmp_path):
     config = tmp_path / "models.toml"
     config.write_text(f'[models.my-vit]\npath = "{paths["dinov2reg"]}"\ndescription = "tiny test model"\n')
-    client = create_app({"builtin_models": (), "models_config": str(config)}).test_client()
+    client = make_app(models_config=str(config)).test_client()
     listed = client.get("/models").get_json()["models"]
     assert [(m["name"], m["kind"], m["prefix_tokens"], m["patch_size"]) for m in listed] == [("my-vit", "vision", 5, 8)]
     response = post_image(client, IMAGE, transport="multipart", model="my-vit", method="rollout", format="json")

@@ -14,16 +14,16 @@ import pytest
 from PIL import Image
 
 from app.render.colormaps import palette
-from tests.conftest import decode_png
-from tests.test_image_decode import encoded, with_orientation
-from tests.vision_support import app_for, build_tiny, load_adapter, png_bytes, post_image, random_image
+from tests.helpers import decode_png, encoded, with_orientation
+from tests.vision_support import build_tiny, load_adapter, png_bytes, post_image, random_image
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def placement_client(make_app, tmp_path_factory):
+    """Tiny random models whose processors resize, crop or keep the aspect ratio."""
     root = tmp_path_factory.mktemp("placement")
     adapters = [load_adapter(build_tiny(root, kind)) for kind in ("dinov2reg", "vit-wide", "vit-shortest")]
-    return app_for(*adapters).test_client()
+    return make_app(*adapters).test_client()
 
 
 def _map_and_overlay(client, data: bytes, model: str, **fields):
@@ -37,9 +37,9 @@ def _map_and_overlay(client, data: bytes, model: str, **fields):
 
 @pytest.mark.parametrize(("model", "height", "width"), [("dinov2reg", 48, 64), ("dinov2reg", 90, 40),
                                                         ("vit-wide", 200, 300), ("vit-shortest", 48, 70)])
-def test_cells_land_where_the_model_looked(client, model, height, width):
+def test_cells_land_where_the_model_looked(placement_client, model, height, width):
     image = random_image(height, width, seed=height * width)
-    values, meta, overlay = _map_and_overlay(client, png_bytes(image), model, method="rollout")
+    values, meta, overlay = _map_and_overlay(placement_client, png_bytes(image), model, method="rollout")
     assert overlay.shape == (height, width, 3)  # the image's own resolution
     x0, y0, x1, y1 = meta["preprocessing"]["placement"]
     rows, cols = values.shape
@@ -61,30 +61,30 @@ def test_cells_land_where_the_model_looked(client, model, height, width):
 
 
 @pytest.mark.parametrize("orientation", [6, 8])
-def test_exif_rotated_upload_gives_the_same_map_in_display_orientation(client, orientation):
+def test_exif_rotated_upload_gives_the_same_map_in_display_orientation(placement_client, orientation):
     display = Image.fromarray(random_image(48, 64, seed=21))
-    reference, _, reference_overlay = _map_and_overlay(client, png_bytes(np.asarray(display)), "dinov2reg", method="rollout")
-    values, meta, overlay = _map_and_overlay(client, with_orientation(display, orientation), "dinov2reg", method="rollout")
+    reference, _, reference_overlay = _map_and_overlay(placement_client, png_bytes(np.asarray(display)), "dinov2reg", method="rollout")
+    values, meta, overlay = _map_and_overlay(placement_client, with_orientation(display, orientation), "dinov2reg", method="rollout")
     assert meta["preprocessing"]["image"]["orientation_applied"] is True
     assert overlay.shape == (48, 64, 3)
     np.testing.assert_array_equal(values, reference)
     np.testing.assert_array_equal(overlay, reference_overlay)
     # Without the EXIF tag the stored (rotated) pixels give a different, rotated picture.
     stored = display.transpose(Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270)
-    _, _, untagged = _map_and_overlay(client, encoded(stored, "PNG"), "dinov2reg", method="rollout")
+    _, _, untagged = _map_and_overlay(placement_client, encoded(stored, "PNG"), "dinov2reg", method="rollout")
     assert untagged.shape == (64, 48, 3)
 
 
-def test_region_mass_and_outline(client):
+def test_region_mass_and_outline(placement_client):
     image = random_image(48, 64, seed=4)
-    response = post_image(client, png_bytes(image), model="vit-wide", format="json", region=[0, 0, 64, 48])
+    response = post_image(placement_client, png_bytes(image), model="vit-wide", format="json", region=[0, 0, 64, 48])
     meta = response.get_json()["meta"]
     assert meta["region_mass"] == pytest.approx(1.0) and meta["region_area_share"] == pytest.approx(1.0)
-    left = post_image(client, png_bytes(image), model="vit-wide", format="json", region=[0, 0, 32, 48]).get_json()["meta"]
-    right = post_image(client, png_bytes(image), model="vit-wide", format="json", region=[32, 0, 64, 48]).get_json()["meta"]
+    left = post_image(placement_client, png_bytes(image), model="vit-wide", format="json", region=[0, 0, 32, 48]).get_json()["meta"]
+    right = post_image(placement_client, png_bytes(image), model="vit-wide", format="json", region=[32, 0, 64, 48]).get_json()["meta"]
     assert left["region_mass"] + right["region_mass"] == pytest.approx(1.0)
     assert left["region_area_share"] == pytest.approx(0.5)
-    png = post_image(client, png_bytes(image), "multipart", model="vit-wide", region="8,8,40,30", alpha=0.0)
+    png = post_image(placement_client, png_bytes(image), "multipart", model="vit-wide", region="8,8,40,30", alpha=0.0)
     assert png.status_code == 200
     assert float(png.headers["X-Attnmap-Region-Mass"]) >= 0.0
     overlay = decode_png(png.data)

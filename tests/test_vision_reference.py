@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from tests.vision_support import (
-    app_for,
     build_tiny,
     load_adapter,
     png_bytes,
@@ -33,11 +32,11 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(make_app, tmp_path_factory):
     root = tmp_path_factory.mktemp("vision-models")
     paths = {kind: build_tiny(root, kind) for kind in (*FAMILIES, "vit-wide", "vit-shortest")}
     adapters = {kind: load_adapter(path) for kind, path in paths.items()}
-    client = app_for(*adapters.values()).test_client()
+    client = make_app(*adapters.values()).test_client()
     return paths, adapters, client
 
 
@@ -100,12 +99,12 @@ def test_gradient_matches_autograd_over_output_attentions(served, kind, target):
         assert meta["prediction"]["index"] == int(model(pixel_values=reference_pixels(paths[kind], image)).logits[0].argmax())
 
 
-def test_dinov2_without_head_interpolates_positions(tmp_path):
+def test_dinov2_without_head_interpolates_positions(make_app, tmp_path):
     """A headless DINOv2 whose position grid (8 x 8) differs from its input grid (4 x 4)."""
     path = build_tiny(tmp_path, "dinov2")
     adapter = load_adapter(path)
     assert not adapter.has_classifier and adapter.info.labels == ()
-    client = app_for(adapter).test_client()
+    client = make_app(adapter).test_client()
     image = random_image(50, 70, seed=19)
     values, meta = _json_map(client, "dinov2", image, method="rollout")
     from transformers import Dinov2Model

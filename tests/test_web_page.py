@@ -22,11 +22,10 @@ import pytest
 import requests
 from PIL import Image
 
-from app.http.factory import create_app
 from app.http.web import CONTENT_SECURITY_POLICY
 from models.adapter import ModelAdapter, ModelInfo
 from models.registry import BUILTIN_DIR, ModelRegistry
-from tests.conftest import require_binary
+from tests.helpers import require_binary
 from tests.live import ROOT, gunicorn_server
 
 STATIC = ROOT / "app" / "static"
@@ -261,10 +260,9 @@ class _InfoOnly(ModelAdapter):
     (("shapes-vit", "shapes-vit-shortcut"), True),
     (("shapes-vit",), False),
 ])
-def test_shortcut_comparison_is_offered_only_when_both_models_are_loaded(loaded, offered):
+def test_shortcut_comparison_is_offered_only_when_both_models_are_loaded(make_app, loaded, offered):
     registry = ModelRegistry(_InfoOnly(name) for name in loaded)
-    app = create_app({"builtin_models": ()}, registry=registry)
-    comparisons = app.test_client().get("/examples").get_json()["comparisons"]
+    comparisons = make_app(registry=registry).test_client().get("/examples").get_json()["comparisons"]
     if offered:
         assert comparisons[0]["models"] == ["shapes-vit", "shapes-vit-shortcut"]
         assert comparisons[0]["labels"] == ["clean", "shortcut"]
@@ -273,9 +271,8 @@ def test_shortcut_comparison_is_offered_only_when_both_models_are_loaded(loaded,
         assert comparisons == []
 
 
-def test_page_and_examples_work_under_a_proxy_prefix():
-    app = create_app({"builtin_models": (), "proxy_hops": 1})
-    client = app.test_client()
+@pytest.mark.parametrize("app", [{"proxy_hops": 1}], indirect=True)
+def test_page_and_examples_work_under_a_proxy_prefix(client):
     headers = {"X-Forwarded-Prefix": "/attnmap", "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "example.org",
                "X-Forwarded-Proto": "https"}
     page = client.get("/", headers=headers)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.http.factory import create_app
 from models.hf_vision import HFVisionAdapter
-from models.registry import ModelRegistry, open_model
+from models.registry import open_model
+from tests.helpers import app_for as app_for  # moved to tests.helpers; re-exported for existing imports
 
 CPU = torch.device("cpu")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -93,11 +93,6 @@ def _randomise_prefix_tokens(model: Any) -> None:
 def load_adapter(path: Path, name: str | None = None) -> HFVisionAdapter:
     """The adapter under test, on CPU in float32."""
     return open_model(name or path.name, path, device=CPU, dtype=torch.float32)
-
-
-def app_for(*adapters: HFVisionAdapter, **config: Any) -> Any:
-    """A Flask app serving exactly these adapters (no built-ins)."""
-    return create_app({"builtin_models": (), **config}, registry=ModelRegistry(list(adapters)))
 
 
 def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
