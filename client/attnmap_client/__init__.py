@@ -10,8 +10,8 @@ Standard library only: it installs and runs where torch is absent::
 
 __version__ = "0.1.0"
 
-from attnmap_client.client import Client  # noqa: E402 - __version__ first: client.py reads it
-from attnmap_client.errors import (  # noqa: E402
+from attnmap_client.client import Client
+from attnmap_client.errors import (
     ApiError,
     AttnmapError,
     BadRequestError,
@@ -25,7 +25,7 @@ from attnmap_client.errors import (  # noqa: E402
     UnprocessableError,
     UnsupportedMediaError,
 )
-from attnmap_client.types import AttentionMap, Health, ModelInfo, Readiness, RenderedMap  # noqa: E402
+from attnmap_client.types import AttentionMap, Health, ModelInfo, Readiness, RenderedMap
 
 __all__ = [
     "ApiError",

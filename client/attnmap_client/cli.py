@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from attnmap_client import __version__
 from attnmap_client.audit import images as image_audit
@@ -26,7 +26,7 @@ from attnmap_client.audit import text as text_audit
 from attnmap_client.audit.inputs import InputError, find_images, load_boxes, load_text_lines, parse_fraction_region
 from attnmap_client.audit.report import data_url, image_report, mime_of, text_report
 from attnmap_client.audit.runner import JOURNAL, Interrupted, Progress, Record, Task, read_journal, run_all
-from attnmap_client.client import Client
+from attnmap_client.client import Client, Method, SelectionOptions
 from attnmap_client.errors import ApiError, AttnmapError, TransportError
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -148,12 +148,17 @@ def _check_servers(clients: Sequence[Client], models: Sequence[str], kind: str, 
                 raise UsageError(f"model {model!r} is a {loaded[model].kind} model; this audit needs a {kind} model")
 
 
-def _api_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {}
+def _api_options(args: argparse.Namespace) -> SelectionOptions:
+    options = SelectionOptions()
     if args.layer is not None:
         options["layer"] = args.layer
     if args.head is not None:
-        options["head"] = int(args.head) if args.head.lstrip("-").isdigit() else args.head
+        if args.head.isdigit():
+            options["head"] = int(args.head)
+        elif args.head in ("mean", "max", "min"):
+            options["head"] = args.head
+        else:
+            raise UsageError(f"--head {args.head!r}: a head index or mean/max/min")
     if args.discard_ratio is not None:
         options["discard_ratio"] = args.discard_ratio
     return options
@@ -177,8 +182,9 @@ def _audit(args: argparse.Namespace, clients: list[Client]) -> int:
     if not 0.0 <= args.max_share <= 1.0:
         raise UsageError("--max-share must be in 0..1")
     options = _api_options(args)
+    method = cast(Method | None, args.method)
     run: dict[str, Any] = {"servers": [c.base_url for c in clients], "models": list(models), "method": args.method,
-                           "options": options, "client": f"attnmap-client {__version__}"}
+                           "options": dict(options), "client": f"attnmap-client {__version__}"}
     if args.images is not None:
         if args.fail_below is not None:
             raise UsageError("--fail-below is for --text audits; images use --fail-above")
@@ -189,7 +195,7 @@ def _audit(args: argparse.Namespace, clients: list[Client]) -> int:
         paths = find_images(args.images)
         if not paths:
             raise UsageError(f"--images {args.images}: no PNG, JPEG or WebP files")
-        plan = image_audit.ImagePlan(root=args.images, models=models, method=args.method, region=region, boxes=boxes,
+        plan = image_audit.ImagePlan(root=args.images, models=models, method=method, region=region, boxes=boxes,
                                      options=options)
         tasks = image_audit.image_tasks(plan, paths)
         run.update(kind="images", images=str(args.images), region=list(region) if region else None,
@@ -199,7 +205,7 @@ def _audit(args: argparse.Namespace, clients: list[Client]) -> int:
         if args.fail_above is not None or args.region or args.boxes:
             raise UsageError("--fail-above, --region and --boxes are for --images audits; text uses --fail-below")
         lines = load_text_lines(args.text)
-        text_plan = text_audit.TextPlan(models=models, method=args.method, options=options)
+        text_plan = text_audit.TextPlan(models=models, method=method, options=options)
         tasks = text_audit.text_tasks(text_plan, lines)
         run.update(kind="text", text=str(args.text), fail_below=args.fail_below, max_share=args.max_share)
         kind = "text"
@@ -328,7 +334,7 @@ def _thumbnails(summary: dict[str, Any], plan: image_audit.ImagePlan, clients: S
             else:
                 alpha, key = 0.5, model
             result = client.visualize(model=model, image=data, method=plan.method, region=regions.get(path),
-                                      view="overlay", alpha=alpha, format="png", **plan.options)  # type: ignore[arg-type]
+                                      view="overlay", alpha=alpha, format="png", **plan.options)
             thumbnails[path][key] = data_url(result.png, "image/png")
         except AttnmapError:
             pass  # a missing thumbnail leaves an empty pane; the measurement is in the table

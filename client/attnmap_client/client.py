@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypedDict, overload
 from urllib.parse import urlsplit
 
 from attnmap_client import __version__
@@ -27,6 +27,16 @@ Method = Literal["attention", "rollout", "gradient"]
 View = Literal["heatmap", "overlay", "grid", "trace"]
 Head = int | Literal["mean", "max", "min"]
 Box = Sequence[float]
+
+
+
+class SelectionOptions(TypedDict, total=False):
+    """The visualize options an audit passes through unchanged (``--layer``, ``--head``, ``--discard-ratio``)."""
+
+    layer: int
+    head: Head
+    discard_ratio: float
+
 
 _RETRY_STATUSES = (502, 503, 504)
 _STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
@@ -154,7 +164,7 @@ class Client:
         headers = {"Content-Type": "application/json"}
         if request_id is not None:
             headers["X-Request-ID"] = request_id
-        status, response_headers, data = self._request("POST", "/visualize", payload, headers)
+        _status, response_headers, data = self._request("POST", "/visualize", payload, headers)
         rid = response_headers.get("x-request-id")
         if format == "json":
             document = _decode_json(data, self.base_url)

@@ -86,7 +86,10 @@ class AttentionMap:
 
     @property
     def prediction(self) -> Mapping[str, Any] | None:
-        """The model's prediction (classifiers), e.g. ``{"predicted", "predicted_label", "probability"}``."""
+        """The model's prediction (classifiers).
+
+        ``{"label", "index", "score"}`` for images; ``{"predicted", "predicted_label", "probability", ...}`` for text.
+        """
         value = self.meta.get("prediction")
         return value if isinstance(value, Mapping) else None
 

@@ -10,7 +10,7 @@ from typing import Any
 from attnmap_client.audit.inputs import Box, box_for, scale_region
 from attnmap_client.audit.runner import Record, Task
 from attnmap_client.audit.stats import describe, gate
-from attnmap_client.client import Client
+from attnmap_client.client import Client, Method, SelectionOptions
 from attnmap_client.imagesize import ImageSizeError, image_size
 
 
@@ -20,12 +20,12 @@ class ImagePlan:
 
     root: Path
     models: tuple[str, ...]
-    method: str | None = None
+    method: Method | None = None
     region: Box | None = None
     """Fractions of each image (``--region``); or None with ``boxes``."""
     boxes: Mapping[str, Box] | None = None
     """Pixel boxes by relative path or file name (``--boxes``)."""
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: SelectionOptions = field(default_factory=lambda: SelectionOptions())
     """More visualize options (layer, head, query, discard_ratio)."""
 
 
@@ -69,14 +69,15 @@ def _measurer(plan: ImagePlan, relative: str, model: str) -> Any:
         if region is None and plan.boxes is not None:
             return _failed("no_box", f"--boxes has no box for {relative}")
         result = client.visualize(model=model, image=data, method=plan.method, region=region, format="json",
-                                  **plan.options)  # type: ignore[arg-type]
+                                  **plan.options)
         if region is None:
             return _failed("image_size_unknown", "the image's size could not be read from its header")
         prediction = result.prediction or {}
         return {
             "width": size[0] if size else None, "height": size[1] if size else None,
             "region": [round(v, 3) for v in region], "region_mass": result.region_mass, "area_share": result.area_share,
-            "prediction": prediction.get("predicted_label"), "probability": prediction.get("probability"),
+            "prediction": prediction.get("label", prediction.get("predicted_label")),
+            "score": prediction.get("score", prediction.get("probability")),
             "layers": list(result.meta.get("layers") or []), "method": result.meta.get("method"),
             "request_id": result.request_id,
         }

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -135,7 +134,7 @@ def layer_plot_svg(layers: Sequence[Mapping[str, Any]], title: str, color: str, 
     plot_w, plot_h = width - left - right, height - bottom - upper
     tops = [float(entry.get("p90") or 0.0) for entry in layers] + [
         float(entry.get("mean") or 0.0) + float(entry.get("std") or 0.0) for entry in layers]
-    top = max(tops + [1e-6]) * 1.1
+    top = max([*tops, 1e-6]) * 1.1
     count = max(len(layers), 1)
 
     def x(index: int) -> float:
@@ -167,7 +166,7 @@ def layer_plot_svg(layers: Sequence[Mapping[str, Any]], title: str, color: str, 
     parts.append(f'<text x="{left - 6}" y="{upper + 8}" font-size="11" text-anchor="end">{top:.2g}</text>')
     parts.append(f'<text x="{left - 6}" y="{upper + plot_h}" font-size="11" text-anchor="end">0</text>')
     parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle">'
-                 f'layer (line: mean over sentences; band: 10th-90th percentile; bars: ±1 std)</text>')
+                 f'layer (line: mean; band: p10-p90; bars: ±1 std)</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -310,7 +309,7 @@ def text_report(summary: Mapping[str, Any], weakest: Mapping[str, Sequence[Recor
     body.append('</div><h2>Distribution of the link (mean over layers and heads)</h2><div class="charts">')
     for index, model in enumerate(models):
         links = [float(r["link"]) for r in records if r["model"] == model and not r.get("error") and r.get("link") is not None]
-        top = max(links + [1e-6])
+        top = max([*links, 1e-6])
         scale = 1.0 if top <= 1.0 else top
         body.append(f'<div class="chart"><h3>{esc(model)}</h3>'
                     f'{histogram_svg([v / scale for v in links], model, PALETTE[index % len(PALETTE)], threshold, axis_label="link")}'
@@ -338,8 +337,3 @@ def text_report(summary: Mapping[str, Any], weakest: Mapping[str, Sequence[Recor
                     f'<td class="err" data-v="{esc(error)}">{esc(error)}</td></tr>')
     body.append("</tbody></table></div>")
     return _page("attnmap text audit", "".join(body))
-
-
-def embed_json(value: object) -> str:
-    """JSON safe to place inside a <script> element (kept for callers who embed data)."""
-    return json.dumps(value).replace("<", "\\u003c")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from attnmap_client.audit.inputs import TextLine
 from attnmap_client.audit.runner import Record, Task
 from attnmap_client.audit.stats import describe, gate
-from attnmap_client.client import Client
+from attnmap_client.client import Client, Method, SelectionOptions
 
 _TEXT_KEPT = 300  # characters of each sentence kept in the summary
 
@@ -19,8 +19,8 @@ class TextPlan:
     """What the text audit asks of every line."""
 
     models: tuple[str, ...]
-    method: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
+    method: Method | None = None
+    options: SelectionOptions = field(default_factory=lambda: SelectionOptions())
 
 
 def text_tasks(plan: TextPlan, lines: Sequence[TextLine]) -> list[Task]:
@@ -35,7 +35,7 @@ def text_tasks(plan: TextPlan, lines: Sequence[TextLine]) -> list[Task]:
 def _measurer(plan: TextPlan, line: TextLine, model: str) -> Any:
     def measure(client: Client) -> Record:
         result = client.visualize(model=model, text=line.text, view="trace", query=line.query, key=line.key,
-                                  method=plan.method, format="json", **plan.options)  # type: ignore[arg-type]
+                                  method=plan.method, format="json", **plan.options)
         rows = [[float(v) for v in row] for row in result.values]
         per_layer = [sum(row) / len(row) for row in rows]
         return {
