@@ -233,6 +233,12 @@ def _audit(args: argparse.Namespace, clients: list[Client]) -> int:
     started = time.monotonic()
     progress = Progress(total=len(tasks), already=len(tasks) - len(todo), label="audit", enabled=not args.quiet)
     complete = True
+    measured = [0]
+
+    def keep_record(record: Record) -> None:
+        records[record["task"]] = record
+        measured[0] += 1
+
     previous_handler = _terminate_as_interrupt()
     try:
         with open(out / JOURNAL, "a" if args.resume else "w", encoding="utf-8") as journal:
@@ -242,8 +248,7 @@ def _audit(args: argparse.Namespace, clients: list[Client]) -> int:
                 for key in sorted(records):
                     journal.write(json.dumps(records[key], separators=(",", ":")) + "\n")
                 journal.flush()
-            run_all(todo, clients, args.concurrency, journal, progress,
-                    lambda record: records.__setitem__(record["task"], record))
+            run_all(todo, clients, args.concurrency, journal, progress, keep_record)
     except Interrupted:
         complete = False
     finally:
@@ -251,6 +256,8 @@ def _audit(args: argparse.Namespace, clients: list[Client]) -> int:
     run["finished"] = _now()
     run["duration_s"] = round(time.monotonic() - started, 3)
     run["requests_retried"] = sum(c.retried for c in clients)
+    run["resumed"] = len(tasks) - len(todo)
+    run["measured"] = measured[0]
     ordered = [records[task.key] for task in tasks if task.key in records]
     if kind == "vision":
         summary, verdict = _image_summary(run, ordered, models, args, complete)

@@ -104,7 +104,7 @@ def histogram_svg(values: Sequence[float], title: str, color: str, threshold: fl
     plot_w, plot_h = width - left - right, height - bottom - upper
     bar_w = plot_w / bins
     parts = [f'<svg class="histogram" role="img" aria-label="{esc(title)}" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">']
+             f'viewBox="0 0 {width} {height}">']
     for index, count in enumerate(counts):
         h = plot_h * count / top
         x = left + index * bar_w
@@ -144,7 +144,7 @@ def layer_plot_svg(layers: Sequence[Mapping[str, Any]], title: str, color: str, 
         return upper + plot_h - plot_h * max(0.0, value) / top
 
     parts = [f'<svg class="layer-plot" role="img" aria-label="{esc(title)}" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">']
+             f'viewBox="0 0 {width} {height}">']
     if layers:
         band = [f"{x(i):.1f},{y(float(e['p90'] or 0)):.1f}" for i, e in enumerate(layers)]
         band += [f"{x(i):.1f},{y(float(e['p10'] or 0)):.1f}" for i, e in reversed(list(enumerate(layers)))]
