@@ -261,7 +261,7 @@ def image_report(summary: Mapping[str, Any], thumbnails: Mapping[str, Mapping[st
                 panes.append(f'<div class="pane"><img class="thumb overlay" alt="overlay {esc(other)}" '
                              f'src="{esc(thumbs.get(other, ""))}">{esc(other)}<br>{esc(fmt(mass))}</div>')
             body.append(f'<figure class="offender"><div class="pair">{"".join(panes)}</div>'
-                        f'<figcaption>{esc(record["path"])}; predicted {esc(record.get("prediction"))}</figcaption></figure>')
+                        f'<figcaption>{esc(record["path"])}; {esc(model)} predicts {esc(record.get("prediction"))}</figcaption></figure>')
         body.append("</div>")
     body.append("</div>")
 
