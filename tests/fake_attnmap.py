@@ -39,7 +39,7 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:
             """Quiet: tests read the counters, not a log."""
 
         def _send(self, status: int, document: Any, headers: dict[str, str] | None = None, raw: bytes | None = None) -> None:

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from attnmap_client.cli import main
+
 from tests.conftest import require_binary
 from tests.fake_attnmap import Script, fake_server
 from tests.live import ROOT, free_port, gunicorn_server
@@ -290,3 +290,50 @@ def test_the_client_package_imports_without_torch():
                             cwd="/", env={**os.environ, "PYTHONPATH": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("[]")
+
+
+def _readme_audit_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## The attention audit")
+    return text[start:text.index("\n## ", start + 10)]
+
+
+def _blocks(section: str, language: str) -> list[str]:
+    parts = section.split(f"```{language}\n")[1:]
+    return [part.split("```", 1)[0] for part in parts]
+
+
+def test_the_readme_audit_examples_run_as_written(server, tmp_path):
+    """Every command of the README's audit section, on a smaller generated set, with the exit code its comment says."""
+    _require_model("minilm")
+    import shlex
+
+    section = _readme_audit_section()
+    commands: list[tuple[str, int | None]] = []
+    expected: int | None = None
+    for block in _blocks(section, "sh"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if line.startswith("#"):
+                expected = int(line.split("exit ")[1][0]) if "exit " in line else None
+            elif line:
+                commands.append((line, expected))
+                expected = None
+    assert commands[0][0] == "make audit-images" and len(commands) == 5
+    images = tmp_path / "audit-images"
+    generate(images, SET_SIZE, seed=7)  # what `make audit-images` runs, with fewer images
+    for command, exit_code in commands[1:]:
+        words = shlex.split(command.replace("http://127.0.0.1:8000", server))
+        assert words[0] == ".venv/bin/attnmap"
+        words[0] = ATTNMAP
+        words = [str(images / w.split("/", 1)[1]) if w.startswith("audit-images/") else str(images) if w == "audit-images"
+                 else w for w in words]
+        words[words.index("--out") + 1] = str(tmp_path / words[words.index("--out") + 1])
+        result = subprocess.run([*words, "--quiet"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert result.returncode == (0 if exit_code is None else exit_code), (command, result.stdout, result.stderr)
+
+    (python,) = _blocks(section, "python")
+    result = subprocess.run([sys.executable, "-c", python.replace("http://127.0.0.1:8000", server)], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "422 out_of_range layer" in result.stdout

@@ -6,8 +6,6 @@ import io
 import time
 
 import pytest
-from PIL import Image
-
 from attnmap_client import (
     AttentionMap,
     BadRequestError,
@@ -23,6 +21,8 @@ from attnmap_client import (
     UnprocessableError,
     UnsupportedMediaError,
 )
+from PIL import Image
+
 from tests.fake_attnmap import Script, fake_server
 from tests.live import free_port, gunicorn_server
 from tests.test_web_page import AVAILABLE, EXAMPLES_DIR, _require_model

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -96,11 +97,12 @@ def _cell(value: object, digits: int = 3) -> str:
 
 
 def histogram_svg(values: Sequence[float], title: str, color: str, threshold: float | None = None,
-                  bins: int = 20, width: int = 360, height: int = 200, axis_label: str = "region mass") -> str:
-    """A histogram of values in [0, 1] as inline SVG, with the gate threshold as a dashed line."""
-    counts = histogram(values, bins)
+                  bins: int = 20, width: int = 360, height: int = 200, axis_label: str = "region mass",
+                  high: float = 1.0) -> str:
+    """A histogram of values in [0, high] as inline SVG, with the gate threshold as a dashed line."""
+    counts = histogram(values, bins, 0.0, high)
     top = max(counts) if counts and max(counts) > 0 else 1
-    left, bottom, right, upper = 36, 34, 8, 10
+    left, bottom, right, upper = 36, 34, 16, 10
     plot_w, plot_h = width - left - right, height - bottom - upper
     bar_w = plot_w / bins
     parts = [f'<svg class="histogram" role="img" aria-label="{esc(title)}" width="{width}" height="{height}" '
@@ -109,18 +111,18 @@ def histogram_svg(values: Sequence[float], title: str, color: str, threshold: fl
         h = plot_h * count / top
         x = left + index * bar_w
         parts.append(f'<rect x="{x + 1:.1f}" y="{upper + plot_h - h:.1f}" width="{bar_w - 2:.1f}" height="{h:.1f}" '
-                     f'fill="{color}"><title>{index / bins:.2f}-{(index + 1) / bins:.2f}: {count}</title></rect>')
+                     f'fill="{color}"><title>{high * index / bins:.3g}-{high * (index + 1) / bins:.3g}: {count}</title></rect>')
     parts.append(f'<line x1="{left}" y1="{upper + plot_h}" x2="{left + plot_w}" y2="{upper + plot_h}" stroke="#333"/>')
     parts.append(f'<line x1="{left}" y1="{upper}" x2="{left}" y2="{upper + plot_h}" stroke="#333"/>')
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0) if high == 1.0 else (0.0, 0.5, 1.0):
         x = left + plot_w * tick
-        parts.append(f'<text x="{x:.1f}" y="{upper + plot_h + 14}" font-size="11" text-anchor="middle">{tick:g}</text>')
+        parts.append(f'<text x="{x:.1f}" y="{upper + plot_h + 14}" font-size="11" text-anchor="middle">{high * tick:.3g}</text>')
     parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" font-size="11" text-anchor="middle">'
                  f'{esc(axis_label)}</text>')
     parts.append(f'<text x="{left - 6}" y="{upper + 8}" font-size="11" text-anchor="end">{top}</text>')
     parts.append(f'<text x="{left - 6}" y="{upper + plot_h}" font-size="11" text-anchor="end">0</text>')
-    if threshold is not None and 0.0 <= threshold <= 1.0:
-        x = left + plot_w * threshold
+    if threshold is not None and 0.0 <= threshold <= high:
+        x = left + plot_w * threshold / high
         parts.append(f'<line x1="{x:.1f}" y1="{upper}" x2="{x:.1f}" y2="{upper + plot_h}" stroke="#111" '
                      f'stroke-dasharray="4 3"><title>gate threshold {threshold:g}</title></line>')
     parts.append("</svg>")
@@ -309,10 +311,10 @@ def text_report(summary: Mapping[str, Any], weakest: Mapping[str, Sequence[Recor
     body.append('</div><h2>Distribution of the link (mean over layers and heads)</h2><div class="charts">')
     for index, model in enumerate(models):
         links = [float(r["link"]) for r in records if r["model"] == model and not r.get("error") and r.get("link") is not None]
-        top = max([*links, 1e-6])
-        scale = 1.0 if top <= 1.0 else top
+        # Links are attention weights, often far below 1: the axis ends at the next 0.05 above the largest.
+        high = max(0.05, math.ceil(max([*links, threshold or 0.0]) / 0.05) * 0.05)
         body.append(f'<div class="chart"><h3>{esc(model)}</h3>'
-                    f'{histogram_svg([v / scale for v in links], model, PALETTE[index % len(PALETTE)], threshold, axis_label="link")}'
+                    f'{histogram_svg(links, model, PALETTE[index % len(PALETTE)], threshold, axis_label="link", high=high)}'
                     f"</div>")
     body.append("</div><h2>Weakest links</h2>")
     for index, model in enumerate(models):
