@@ -103,7 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _models(clients)
         if args.command == "health":
             return _health(clients)
-        return _audit(args, clients)
+        previous = _terminate_as_interrupt()
+        try:
+            return _audit(args, clients)
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, previous)
     except (UsageError, InputError) as exc:
         print(f"attnmap: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -232,14 +237,13 @@ def _audit(args: argparse.Namespace, clients: list[Client]) -> int:
     _write_atomic(out / RUN_FILE, json.dumps({"identity": identity, "run": run}, indent=2) + "\n")
     started = time.monotonic()
     progress = Progress(total=len(tasks), already=len(tasks) - len(todo), label="audit", enabled=not args.quiet)
-    complete = True
+    complete, interrupted_late = True, False
     measured = [0]
 
     def keep_record(record: Record) -> None:
         records[record["task"]] = record
         measured[0] += 1
 
-    previous_handler = _terminate_as_interrupt()
     try:
         with open(out / JOURNAL, "a" if args.resume else "w", encoding="utf-8") as journal:
             if args.resume:
@@ -251,8 +255,6 @@ def _audit(args: argparse.Namespace, clients: list[Client]) -> int:
             run_all(todo, clients, args.concurrency, journal, progress, keep_record)
     except Interrupted:
         complete = False
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
     run["finished"] = _now()
     run["duration_s"] = round(time.monotonic() - started, 3)
     run["requests_retried"] = sum(c.retried for c in clients)
@@ -265,12 +267,21 @@ def _audit(args: argparse.Namespace, clients: list[Client]) -> int:
         summary, verdict = _text_summary(run, ordered, models, args, complete)
     _write_atomic(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     if kind == "vision":
-        thumbnails, offenders = ({}, {}) if not complete else _thumbnails(summary, plan, clients, args)
+        thumbnails: dict[str, dict[str, str]] = {}
+        offenders: dict[str, list[Record]] = {}
+        if complete:
+            try:
+                thumbnails, offenders = _thumbnails(summary, plan, clients, args)
+            except KeyboardInterrupt:
+                interrupted_late = True  # the summary is complete; the report goes without thumbnails
         _write_atomic(out / "report.html", image_report(summary, thumbnails, offenders))
     else:
         weakest = {m: text_audit.weakest(ordered, m, 10) for m in models}
         _write_atomic(out / "report.html", text_report(summary, weakest))
     _print_result(summary, out)
+    if interrupted_late:
+        print("attnmap: interrupted while fetching the report's thumbnails; summary.json is complete", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not complete:
         print(f"attnmap: interrupted; partial summary in {out / 'summary.json'} (continue with --resume)", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -346,9 +357,12 @@ def _thumbnails(summary: dict[str, Any], plan: image_audit.ImagePlan, clients: S
         except AttnmapError:
             pass  # a missing thumbnail leaves an empty pane; the measurement is in the table
 
-    with ThreadPoolExecutor(max_workers=max(1, args.concurrency)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, args.concurrency))
+    try:
         for future in [pool.submit(fetch, i, path, model) for i, (path, model) in enumerate(jobs)]:
             future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: do not wait for the queued fetches
     return thumbnails, offenders
 
 
