@@ -88,7 +88,8 @@ class AttentionMap:
     def prediction(self) -> Mapping[str, Any] | None:
         """The model's prediction (classifiers).
 
-        ``{"label", "index", "score"}`` for images; ``{"predicted", "predicted_label", "probability", ...}`` for text.
+        ``{"label", "index", "probability", "score_kind", "score", "target", "target_label"}`` (openapi.yaml's
+        Prediction); older servers sent ``{"label", "index", "score"}`` for images.
         """
         value = self.meta.get("prediction")
         return value if isinstance(value, Mapping) else None

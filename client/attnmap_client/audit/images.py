@@ -77,7 +77,7 @@ def _measurer(plan: ImagePlan, relative: str, model: str) -> Any:
             "width": size[0] if size else None, "height": size[1] if size else None,
             "region": [round(v, 3) for v in region], "region_mass": result.region_mass, "area_share": result.area_share,
             "prediction": prediction.get("label", prediction.get("predicted_label")),
-            "score": prediction.get("score", prediction.get("probability")),
+            "probability": prediction.get("probability"), "score": prediction.get("score"),
             "layers": list(result.meta.get("layers") or []), "method": result.meta.get("method"),
             "request_id": result.request_id,
         }
