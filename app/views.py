@@ -27,11 +27,11 @@ from app.reduce import (
     select_query,
 )
 from app.render import annotated, overlay, plain
-from app.render.normalize import normalize
+from app.render.normalize import normalize, token_range_mask
 from app.render.photo_png import encode_rgb_up
 from app.schemas import VisualizeOptions
 from app.timing import StageTimer
-from app.tokens import mask_tokens, merge_words, pool_blocks, word_groups
+from app.tokens import find_token, mask_tokens, merge_words, pool_blocks, word_groups
 from models.adapter import Capture
 
 
@@ -62,6 +62,10 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
         raise Unprocessable("view 'overlay' needs an image input", code="invalid_value", field="view")
     if view == "trace":
         return _trace(capture, options, settings)
+    if view == "text":
+        from app.text_view import reduce_text
+
+        return reduce_text(capture, options, settings)
     layer = resolve_layer(options.layer, stack.num_layers)
     head = resolve_head(options.head, stack.num_heads)
     square = stack.weights.shape[-1] == stack.weights.shape[-2]
@@ -89,9 +93,15 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
             matrix, labels, meta = _token_options(capture, options, matrix, labels)
         query = _resolve_query(query, labels)
         values = select_query(matrix, query, num_tokens=matrix.shape[0]) if matrix.ndim == 2 else matrix
+    if labels and stack.grid is None:
+        special_labels = {stack.tokens[i] for i in stack.special_tokens if stack.tokens and i < len(stack.tokens)}
+        meta["special_positions"] = [i for i, label in enumerate(labels) if label in special_labels]
+    readable = annotated.readable_labels(options.size, settings.limits.max_labels)
     if square and stack.grid is None and options.annotate and options.format == "png" and labels \
-            and len(labels) > settings.limits.max_labels:
-        values, labels, meta["pooled"] = pool_blocks(values, labels, settings.limits.max_labels)
+            and len(labels) > readable:
+        # Display only: more labels than fit at a legible size become blocks of neighbours.
+        values, labels, meta["pooled"] = pool_blocks(values, labels, readable)
+        meta.pop("special_positions", None)
     row_labels = labels if query is None else None
     if stack.grid is not None and values.ndim == 1:
         values = _to_grid(values, stack.prefix_tokens, stack.grid)
@@ -113,9 +123,7 @@ def _resolve_query(query: int | str | None, labels: list[str] | None) -> int | s
     """A query given as token text becomes its (first) position; ``cls``/``mean`` stay as they are."""
     if not isinstance(query, str) or query in ("cls", "mean"):
         return query
-    if labels is None or query not in labels:
-        raise Unprocessable(f"query {query!r} is not one of the input's tokens", code="unknown_token", field="query")
-    return labels.index(query)
+    return find_token(labels, query, "query")
 
 
 def _matrix(capture: Capture, options: VisualizeOptions, layer: int, head: Any) -> np.ndarray:
@@ -192,9 +200,7 @@ def _token_position(value: int | str | None, labels: list[str] | None, count: in
     if value is None:
         raise Unprocessable(f"view 'trace' needs {name} (a token index or the exact token text)", code="missing_field", field=name)
     if isinstance(value, str):
-        if labels is None or value not in labels:
-            raise Unprocessable(f"{name} {value!r} is not one of the input's tokens", code="unknown_token", field=name)
-        return labels.index(value)
+        return find_token(labels, value, name)
     if not -count <= value < count:
         raise Unprocessable(f"{name} must be in [{-count}, {count - 1}]; got {value}", code="out_of_range", field=name)
     return value % count
@@ -221,10 +227,16 @@ def render_map(reduced: ReducedMap, capture: Capture, options: VisualizeOptions,
     if reduced.view == "overlay":
         return _render_overlay(reduced, capture, options, settings, timer)
     with timer.stage("render"):
+        if reduced.view == "text":
+            from app.text_view import render_text
+
+            return render_text(reduced, options, settings)
         if reduced.view == "grid":
             panels = [normalize(p, options.normalize, options.vmin, options.vmax)[0] for p in reduced.values]
             return plain.grid_png(panels, options.size, options.colormap, level, limits.max_panels)
-        scaled, low, high = normalize(reduced.values, options.normalize, options.vmin, options.vmax)
+        clipped = reduced.meta.get("special_positions", []) if options.clip_special else []
+        counted = token_range_mask(reduced.values.shape, clipped)
+        scaled, low, high = normalize(reduced.values, options.normalize, options.vmin, options.vmax, counted)
         title = _title(reduced, options)
         if scaled.ndim == 1:
             if options.annotate:
@@ -234,7 +246,8 @@ def render_map(reduced: ReducedMap, capture: Capture, options: VisualizeOptions,
         if options.annotate:
             return annotated.annotated_png(scaled, low, high, size=options.size, colormap=options.colormap,
                                            row_labels=reduced.row_labels, col_labels=reduced.col_labels,
-                                           max_labels=limits.max_labels, title=title, level=level)
+                                           max_labels=limits.max_labels, title=title, level=level,
+                                           axis_titles=("layer", "head") if reduced.view == "trace" else ("query", "key"))
         return plain.heatmap_png(scaled, options.size, options.colormap, level)
 
 
@@ -261,4 +274,9 @@ def _title(reduced: ReducedMap, options: VisualizeOptions) -> str:
         return f"{reduced.meta.get('query_token')} \u2192 {reduced.meta.get('key_token')} by layer and head"
     layers = reduced.layers
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers 0-{layers[-1]}"
-    return f"{options.method}, {where}, head {reduced.heads}"
+    title = f"{options.method}, {where}, head {reduced.heads}"
+    if reduced.meta.get("pooled"):
+        title += f" ({reduced.meta['pooled']} tokens pooled per cell)"
+    if options.clip_special and reduced.meta.get("special_positions"):
+        title += "; special tokens outside the colour range"
+    return title
