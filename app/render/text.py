@@ -138,7 +138,7 @@ def display_pieces(labels: Sequence[str], special: Sequence[int] = ()) -> list[P
             breaks = len(decoded) - len(decoded.lstrip("\n\r"))
             decoded = decoded.lstrip("\n\r")
             space = decoded[:1].isspace()
-            text = decoded.strip() or ("" if breaks and not decoded else decoded)
+            text = decoded.strip()
         elif scheme == "sentencepiece":
             if label == "<0x0A>":
                 breaks, text, space = 1, "", False
@@ -153,6 +153,7 @@ def display_pieces(labels: Sequence[str], special: Sequence[int] = ()) -> list[P
             space = position > 0 and not (len(text) == 1 and text in _PUNCTUATION) and not (
                 len(previous) == 1 and previous in _OPENING)
         text = _printable(text)
+        space = space and position > 0
         if not text:
             text = "\u21b5" if breaks else _VISIBLE_SPACE
         pieces.append(Piece(text=text, space_before=space, breaks_before=min(breaks, 2)))
@@ -227,6 +228,42 @@ def _ink(rgb: np.ndarray) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else (255, 255, 255)
 
 
+@lru_cache(maxsize=8192)
+def _glyphs(text: str, px: int) -> tuple[np.ndarray, int, int]:
+    """Coverage (0..255) of ``text`` drawn at ``px`` and its offset from the drawing origin.
+
+    Rasterising is most of the cost of a long text (0.5 ms a word); words repeat, so each
+    distinct one is drawn once and then composited from this cache.
+    """
+    font = _font(px)
+    left, top, right, bottom = font.getbbox(text)
+    mask = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
+    ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font)
+    coverage = np.asarray(mask)
+    coverage.setflags(write=False)
+    return coverage, int(left), int(top)
+
+
+def _paint_tokens(canvas: np.ndarray, layout: TextLayout, colours: np.ndarray, indices: np.ndarray) -> None:
+    """Each token's box in its colour and its text in black or white, straight into ``canvas``."""
+    px = layout.font_px
+    box_pad = max(1, px // 6)
+    height, width = canvas.shape[:2]
+    for i, (piece, (x, y, w, h)) in enumerate(zip(layout.pieces, layout.boxes, strict=True)):
+        colour = colours[indices[i]] if i < len(indices) else colours[0]
+        # One white pixel column between boxes, so glued word pieces of the same colour stay apart.
+        canvas[y : y + h, x : x + max(1, w - 1)] = colour
+        coverage, left, top = _glyphs(piece.text, px)
+        gx, gy = x + box_pad + left, round(y + (h - px) / 2 - px * 0.1) + top
+        gh, gw = min(coverage.shape[0], height - gy), min(coverage.shape[1], width - gx)
+        if gh <= 0 or gw <= 0 or gx < 0 or gy < 0:
+            continue
+        alpha = coverage[:gh, :gw, None].astype(np.uint16)
+        region = canvas[gy : gy + gh, gx : gx + gw]
+        ink = np.array(_ink(colour), dtype=np.uint16)
+        region[...] = ((region.astype(np.uint16) * (255 - alpha) + ink * alpha + 127) // 255).astype(np.uint8)
+
+
 def text_png(layout: TextLayout, scaled: np.ndarray, *, low: float, high: float, colormap: str, title: str,
              query: int | None = None, clipped: Sequence[int] = (), note: str = "", level: int = 1) -> bytes:
     """PNG of the laid-out text; token ``i``'s background is the colour of ``scaled[i]`` (in [0, 1]).
@@ -235,32 +272,30 @@ def text_png(layout: TextLayout, scaled: np.ndarray, *, low: float, high: float,
     ``clipped`` positions (left out of the colour range) get a dashed underline, and ``note``
     says why, next to the scale.
     """
-    image = Image.new("RGB", (layout.width, layout.height), (255, 255, 255))
+    canvas = np.full((layout.height, layout.width, 3), 255, dtype=np.uint8)
+    colours = palette(colormap)
+    indices = to_indices(np.clip(np.nan_to_num(scaled, nan=0.0), 0.0, 1.0))
+    _paint_tokens(canvas, layout, colours, indices)
+    image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
     px = layout.font_px
     font = _font(px)
     small = _font(max(_MIN_FONT - 1, px - 2))
     pad = max(8, px)
-    colours = palette(colormap)
-    indices = to_indices(np.clip(np.nan_to_num(scaled, nan=0.0), 0.0, 1.0))
     draw.text((pad, pad), _fit(title, font, layout.width - 2 * pad), fill=(20, 20, 20), font=font)
     _scale(draw, colours, pad, pad + layout.line_height, layout, low, high, note, small)
-    box_pad = max(1, px // 6)
-    clipped_set = set(clipped)
-    for i, (piece, (x, y, w, h)) in enumerate(zip(layout.pieces, layout.boxes, strict=True)):
-        colour = colours[indices[i]] if i < len(indices) else colours[0]
-        # One white pixel column between boxes, so glued word pieces of the same colour stay apart.
-        draw.rectangle((x, y, x + w - 2, y + h - 1), fill=tuple(int(c) for c in colour))
-        draw.text((x + box_pad, y + (h - px) / 2 - px * 0.1), piece.text, fill=_ink(colour), font=font)
-        if i in clipped_set:
-            for start in range(x, x + w, 4):
-                draw.line((start, y + h - 2, min(start + 1, x + w - 1), y + h - 2), fill=(230, 0, 0), width=2)
-        if i == query:
-            thickness = max(2, px // 7)
-            draw.rectangle((x - thickness, y - thickness, x + w - 1 + thickness, y + h - 1 + thickness),
-                           outline=(230, 0, 0), width=thickness)
-            draw.rectangle((x - thickness - 1, y - thickness - 1, x + w + thickness, y + h + thickness),
-                           outline=(255, 255, 255), width=1)
+    for i in clipped:
+        if 0 <= i < len(layout.boxes):
+            x, y, w, h = layout.boxes[i]
+            for start in range(x, x + w - 1, 4):
+                draw.line((start, y + h - 2, min(start + 1, x + w - 2), y + h - 2), fill=(230, 0, 0), width=2)
+    if query is not None and 0 <= query < len(layout.boxes):
+        x, y, w, h = layout.boxes[query]
+        thickness = max(2, px // 7)
+        draw.rectangle((x - thickness, y - thickness, x + w - 1 + thickness, y + h - 1 + thickness),
+                       outline=(230, 0, 0), width=thickness)
+        draw.rectangle((x - thickness - 1, y - thickness - 1, x + w + thickness, y + h + thickness),
+                       outline=(255, 255, 255), width=1)
     return encode_rgb_up(np.asarray(image), level)
 
 

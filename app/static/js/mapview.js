@@ -202,6 +202,8 @@ export class MapView {
       ? `key (attention from “${(doc.meta.key_tokens ?? [])[doc.meta.query] ?? doc.meta.query}”)` : "key";
     this.isText = doc?.meta?.view === "text" && Array.isArray(doc.meta.boxes);
     this.root.classList.toggle("is-text", this.isText);
+    // The text view draws its own colour scale (with the clipped range); the page's would disagree.
+    this.legend.hidden = this.isText;
     this.plot.style.setProperty("--natural-width", `${this.img.naturalWidth}px`);
     this.showHeadPicks();
     const zoomable = this.isText || (doc?.shape.length === 2 && !doc.meta.grid) || annotated;
