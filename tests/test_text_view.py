@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.core.errors import InvalidInput
+from app.core.tokens import find_token, received_attention
 from app.render import text as text_render
 from app.render.normalize import normalize, token_range_mask
-from app.tokens import find_token, received_attention
 from tests.conftest import decode_png
 
 # ---------------------------------------------------------------------------------------------
@@ -133,12 +134,10 @@ def test_token_lookup_ignores_case_and_markers_and_lists_the_tokens():
     assert find_token(labels, "He", "query") == 1
     assert find_token(labels, "never", "query") == 2
     assert find_token(labels, "smoked", "query") == 3
-    from app.errors import Unprocessable
-
-    with pytest.raises(Unprocessable) as error:
+    with pytest.raises(InvalidInput) as error:
         find_token(labels, "zebra", "query")
     assert "0:'[CLS]', 1:'he'" in str(error.value) and error.value.code == "unknown_token"
-    with pytest.raises(Unprocessable) as many:
+    with pytest.raises(InvalidInput) as many:
         find_token([f"t{i}" for i in range(100)], "zebra", "key")
     assert "and 60 more" in str(many.value)
 

@@ -236,7 +236,7 @@ def _glyphs(text: str, px: int) -> tuple[np.ndarray, int, int]:
     distinct one is drawn once and then composited from this cache.
     """
     font = _font(px)
-    left, top, right, bottom = font.getbbox(text)
+    left, top, right, bottom = (int(v) for v in font.getbbox(text))
     mask = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
     ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font)
     coverage = np.asarray(mask)

@@ -13,25 +13,24 @@ from typing import Any
 
 import numpy as np
 
-from app.config import Settings
-from app.errors import Unprocessable
-from app.reduce import fuse_heads, query_index, resolve_head, resolve_layer, rollout_row, select_query
+from app.core.errors import InvalidInput
+from app.core.reduce import fuse_heads, query_index, resolve_head, resolve_layer, rollout_row, select_query
+from app.core.tokens import received_attention
 from app.render import text as text_render
 from app.render.normalize import normalize, token_range_mask
-from app.schemas import VisualizeOptions
-from app.tokens import received_attention
+from app.service.config import Settings
+from app.service.schemas import VisualizeOptions
+from app.service.views import ReducedMap, _matrix, _resolve_query, _token_options
 from models.adapter import Capture
 
 
-def reduce_text(capture: Capture, options: VisualizeOptions, settings: Settings) -> Any:
+def reduce_text(capture: Capture, options: VisualizeOptions, settings: Settings) -> ReducedMap:
     """The value of every key token: row ``query`` of the selected map, or the attention each
     token receives (``received_attention``) when no query is given."""
-    # Imported here: app.views imports this module for its dispatch.
-    from app.views import ReducedMap, _matrix, _resolve_query, _token_options
 
     stack = capture.stack
     if stack.grid is not None:
-        raise Unprocessable("view 'text' needs a token input (text, or weights with tokens); "
+        raise InvalidInput("view 'text' needs a token input (text, or weights with tokens); "
                             "images have the overlay view", code="invalid_value", field="view")
     layer = resolve_layer(options.layer, stack.num_layers)
     head = resolve_head(options.head, stack.num_heads)
@@ -39,7 +38,7 @@ def reduce_text(capture: Capture, options: VisualizeOptions, settings: Settings)
     labels = list(stack.tokens) if stack.tokens else [str(i) for i in range(keys)]
     square = stack.weights.shape[-2] == keys
     if options.method != "attention" and not square:
-        raise Unprocessable(f"method {options.method!r} needs square [T, T] attention", code="not_square", field="weights")
+        raise InvalidInput(f"method {options.method!r} needs square [T, T] attention", code="not_square", field="weights")
     meta: dict[str, Any] = {}
     query = options.query
     token_options = square and (options.merge_subwords or options.mask_special)
@@ -74,23 +73,23 @@ def reduce_text(capture: Capture, options: VisualizeOptions, settings: Settings)
     return reduced
 
 
-def clipped_positions(reduced: Any, options: VisualizeOptions) -> list[int]:
+def clipped_positions(reduced: ReducedMap, options: VisualizeOptions) -> list[int]:
     """Positions left out of the colour range: the special tokens when ``clip_special`` is set."""
     return list(reduced.meta.get("special_positions", [])) if options.clip_special else []
 
 
-def text_layout(reduced: Any, options: VisualizeOptions, settings: Settings) -> text_render.TextLayout:
+def text_layout(reduced: ReducedMap, options: VisualizeOptions, settings: Settings) -> text_render.TextLayout:
     """The wrapped layout at the request's ``size`` (the image width), widened for long inputs."""
     limits = settings.limits
     try:
-        return text_render.fit_layout(reduced.col_labels, options.size, max_side=limits.max_output_side,
+        return text_render.fit_layout(reduced.col_labels or [], options.size, max_side=limits.max_output_side,
                                       max_pixels=limits.max_output_pixels,
                                       special=reduced.meta.get("special_positions", ()))
     except text_render.TextTooLong as exc:
-        raise Unprocessable(str(exc), code="output_too_large", field="size") from None
+        raise InvalidInput(str(exc), code="output_too_large", field="size") from None
 
 
-def render_text(reduced: Any, options: VisualizeOptions, settings: Settings) -> bytes:
+def render_text(reduced: ReducedMap, options: VisualizeOptions, settings: Settings) -> bytes:
     """PNG of the text view (title, colour scale, wrapped coloured tokens)."""
     layout = text_layout(reduced, options, settings)
     clipped = clipped_positions(reduced, options)
@@ -103,7 +102,7 @@ def render_text(reduced: Any, options: VisualizeOptions, settings: Settings) -> 
                                 level=settings.png_compression)
 
 
-def text_title(reduced: Any, options: VisualizeOptions) -> str:
+def text_title(reduced: ReducedMap, options: VisualizeOptions) -> str:
     """What the colours mean: which row, or received attention; method, layer(s) and head."""
     layers = reduced.layers
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers 0-{layers[-1]}"
@@ -117,7 +116,7 @@ def text_title(reduced: Any, options: VisualizeOptions) -> str:
     return f"{what}; {options.method}, {where}, head {reduced.heads}; {len(labels)} tokens"
 
 
-def text_json_meta(reduced: Any, options: VisualizeOptions, settings: Settings) -> dict[str, Any]:
+def text_json_meta(reduced: ReducedMap, options: VisualizeOptions, settings: Settings) -> dict[str, Any]:
     """The layout for JSON answers: each token's box in the PNG of the same request."""
     layout = text_layout(reduced, options, settings)
     return {"image_size": [layout.width, layout.height], "boxes": [list(box) for box in layout.boxes],

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.reduce import normalize_rows
+from app.core.errors import InvalidInput
+from app.core.reduce import normalize_rows
 
 
 def mask_tokens(matrix: np.ndarray, labels: list[str] | None, drop: Sequence[int]) -> tuple[np.ndarray, list[str] | None, list[int]]:
@@ -83,8 +84,6 @@ def find_token(labels: Sequence[str] | None, text: str, field: str) -> int:
 
     Not found: a 422 ``unknown_token`` that lists the input's tokens (the first 40 and a count).
     """
-    from app.errors import Unprocessable
-
     if labels:
         if text in labels:
             return list(labels).index(text)
@@ -96,7 +95,7 @@ def find_token(labels: Sequence[str] | None, text: str, field: str) -> int:
     listing = ", ".join(f"{i}:{label!r}" for i, label in enumerate(shown))
     more = f" and {len(labels) - _LISTED_TOKENS} more" if labels and len(labels) > _LISTED_TOKENS else ""
     where = f"; the tokens are {listing}{more} (or give a position)" if labels else "; these weights have no token labels (give a position)"
-    raise Unprocessable(f"{field} {_printable_label(text)!r} is not one of the input's tokens{where}",
+    raise InvalidInput(f"{field} {_printable_label(text)!r} is not one of the input's tokens{where}",
                         code="unknown_token", field=field)
 
 
