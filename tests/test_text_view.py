@@ -219,3 +219,15 @@ def test_example_weight_files_in_the_readme_load():
     tokens = json.loads((ROOT / "examples" / "tokens.json").read_text())
     assert stack.shape == (2, 4, len(tokens), len(tokens)) and stack.dtype == np.float32
     np.testing.assert_allclose(stack.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_json_reports_the_colour_range_when_it_is_not_the_value_range(client):
+    weights = np.random.default_rng(4).uniform(0.0, 0.02, (300, 300))
+    weights[:, 0] = 0.9
+    body = {"weights": weights.round(5).tolist(), "format": "json"}
+    plain = client.post("/visualize", json=body).get_json()["meta"]
+    assert "colour_range" not in plain
+    clipped = client.post("/visualize", json={**body, "normalize": "percentile"}).get_json()["meta"]
+    assert clipped["value_range"][1] == pytest.approx(0.9) and clipped["colour_range"][1] < 0.05
+    text = client.post("/visualize", json={**body, "view": "text", "normalize": "percentile"}).get_json()["meta"]
+    assert text["colour_range"][1] < text["value_range"][1]

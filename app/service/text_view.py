@@ -20,7 +20,7 @@ from app.render import text as text_render
 from app.render.normalize import normalize, token_range_mask
 from app.service.config import Settings
 from app.service.schemas import VisualizeOptions
-from app.service.views import ReducedMap, _matrix, _resolve_query, _token_options
+from app.service.views import ReducedMap, _matrix, _resolve_query, _token_options, colour_range
 from models.adapter import Capture
 
 
@@ -65,6 +65,7 @@ def reduce_text(capture: Capture, options: VisualizeOptions, settings: Settings)
                 query = query_index(query, matrix.shape[0])
     special_labels = {stack.tokens[i] for i in stack.special_tokens if stack.tokens and i < len(stack.tokens)}
     meta["special_positions"] = [i for i, label in enumerate(labels) if label in special_labels]
+    meta.update(colour_range(np.asarray(values, dtype=np.float64), options, meta["special_positions"]))
     layers = [layer] if options.method == "attention" else list(range(layer + 1))
     reduced = ReducedMap(values=np.asarray(values, dtype=np.float64), view="text", layers=layers, heads=head,
                          query=query, row_labels=None, col_labels=labels, meta=meta)

@@ -104,9 +104,20 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
         meta["entropy_per_head"] = head_entropy(stack.layer_slice(layer), query_row=0) if options.method == "attention" else None
         if options.region is not None:
             meta.update(_region(values, capture, options.region))
+    meta.update(colour_range(values, options, meta.get("special_positions", [])))
     layers = [layer] if options.method == "attention" else list(range(layer + 1))
     return ReducedMap(values=values, view=view, layers=layers, heads=head, query=query,
                       row_labels=row_labels, col_labels=labels, meta=meta)
+
+
+def colour_range(values: np.ndarray, options: VisualizeOptions, special: list[int]) -> dict[str, Any]:
+    """``{"colour_range": [low, high]}`` when the colours do not span the values' own range
+    (``clip_special``, ``percentile``, ``row``), so a client can label its colour scale; else ``{}``."""
+    clipped = special if options.clip_special else []
+    if not clipped and options.normalize not in ("percentile", "row"):
+        return {}
+    _, low, high = normalize(values, options.normalize, options.vmin, options.vmax, token_range_mask(values.shape, clipped))
+    return {"colour_range": [low, high]}
 
 
 def _default_query(capture: Capture, options: VisualizeOptions) -> int | str | None:

@@ -214,7 +214,8 @@ export class MapView {
   }
 
   showLegend(doc, headers, colormap) {
-    const range = doc?.meta?.value_range ?? headers.get("X-Attnmap-Value-Range")?.split(",").map(Number);
+    // The colour range when it is not the values' own (special tokens left out, a percentile clip).
+    const range = doc?.meta?.colour_range ?? doc?.meta?.value_range ?? headers.get("X-Attnmap-Value-Range")?.split(",").map(Number);
     const bar = this.legend.querySelector(".legend-bar");
     bar.className = `legend-bar swatch cm-${colormap}`;
     this.legend.querySelector(".legend-min").textContent = range ? formatValue(range[0]) : "";
