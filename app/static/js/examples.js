@@ -26,7 +26,7 @@ export function renderExamples({ images, sentences }, { onImage, onSentence }) {
 
 /**
  * One caption per example image. Two pictures of the same shape get what tells them apart, taken
- * from the file name: "square (scene 320x240)", "square (shortcut marker)", "triangle (256 px)".
+ * from the file name: "square scene", "square shortcut", "triangle 256 px".
  */
 export function distinctCaptions(images) {
   const base = images.map((example) => example.label ?? example.shape ?? example.name.replace(/\.[a-z]+$/i, ""));
@@ -34,8 +34,9 @@ export function distinctCaptions(images) {
     if (base.filter((caption) => caption === base[i]).length === 1) return base[i];
     const rest = example.name.replace(/\.[a-z]+$/i, "").split(/[_-]+/)
       .filter((word) => word.toLowerCase() !== String(base[i]).toLowerCase()).join(" ");
-    const detail = /^\d+$/.test(rest) ? `${rest} px` : rest.replace(/\s\d+$/, "");
-    return detail ? `${base[i]} (${detail})` : `${base[i]} ${i + 1}`;
+    // Short enough for a thumbnail: "triangle 256 px", "square scene", "square shortcut".
+    const detail = /^\d+$/.test(rest) ? `${rest} px` : rest.split(" ")[0];
+    return detail ? `${base[i]} ${detail}` : `${base[i]} ${i + 1}`;
   });
 }
 
