@@ -26,7 +26,7 @@ export function renderExamples({ images, sentences }, { onImage, onSentence }) {
 
 /**
  * One caption per example image. Two pictures of the same shape get what tells them apart, taken
- * from the file name: "square scene", "square shortcut", "triangle 256 px".
+ * from the file name: "square scene", "square shortcut", "triangle 256px".
  */
 export function distinctCaptions(images) {
   const base = images.map((example) => example.label ?? example.shape ?? example.name.replace(/\.[a-z]+$/i, ""));
@@ -34,8 +34,8 @@ export function distinctCaptions(images) {
     if (base.filter((caption) => caption === base[i]).length === 1) return base[i];
     const rest = example.name.replace(/\.[a-z]+$/i, "").split(/[_-]+/)
       .filter((word) => word.toLowerCase() !== String(base[i]).toLowerCase()).join(" ");
-    // Short enough for a thumbnail: "triangle 256 px", "square scene", "square shortcut".
-    const detail = /^\d+$/.test(rest) ? `${rest} px` : rest.split(" ")[0];
+    // Short enough for a thumbnail: "triangle 256px", "square scene", "square shortcut".
+    const detail = /^\d+$/.test(rest) ? `${rest}px` : rest.split(" ")[0];
     return detail ? `${base[i]} ${detail}` : `${base[i]} ${i + 1}`;
   });
 }

@@ -75,7 +75,10 @@ function headsText(meta) {
 }
 
 function queryText(meta) {
-  if (meta.query === null || meta.query === undefined) return meta.grid ? null : "every token (matrix)";
+  if (meta.query === null || meta.query === undefined) {
+    if (meta.view === "text") return "none: the attention each token receives";
+    return meta.grid ? null : "every token (matrix)";
+  }
   if (typeof meta.query === "number") {
     const labels = meta.key_tokens ?? meta.tokens;
     return labels?.[meta.query] ? `${meta.query} “${labels[meta.query]}”` : String(meta.query);
@@ -101,6 +104,7 @@ export function provenance(doc, headers) {
       rows.push(["Patches", `${meta.grid[0]} × ${meta.grid[1]}${dropped}`]);
     }
     rows.push(["Value range", meta.value_range.map(formatValue).join(" – ")]);
+    if (Array.isArray(meta.colour_range)) rows.push(["Colour range", `${meta.colour_range.map(formatValue).join(" – ")} (clipped beyond)`]);
     if (typeof meta.region_mass === "number") {
       const share = typeof meta.region_area_share === "number" ? ` (the box is ${(meta.region_area_share * 100).toFixed(0)} % of the picture)` : "";
       rows.push(["In the object box", `${(meta.region_mass * 100).toFixed(0)} % of the map${share}`]);
