@@ -8,6 +8,7 @@ its own limits and error codes and must stay fast.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import orjson
@@ -104,6 +105,9 @@ def options_from_json(fields: dict[str, Any]) -> VisualizeOptions:
 
 _LIST_FIELDS = {"tokens", "region"}
 _FORM_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+# query and key take an index or a token's text; in a form, an optionally signed integer is an index.
+_INDEX_FIELDS = {"query", "key"}
+_INDEX = re.compile(r"^[+-]?[0-9]{1,9}$")
 _BOOL_FIELDS = {"annotate", "mask_special", "merge_subwords", "truncate", "exclude_sink"}
 
 
@@ -118,6 +122,8 @@ def options_from_form(form: dict[str, str]) -> VisualizeOptions:
             if value is None:
                 raise Unprocessable(f"{name}: expected true or false", code="invalid_type", field=name)
             fields[name] = value
+        elif name in _INDEX_FIELDS and _INDEX.match(raw.strip()):
+            fields[name] = int(raw.strip())  # a form cannot type a number: digits mean an index, as in JSON
         else:
             fields[name] = raw
     try:
