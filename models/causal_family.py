@@ -1,38 +1,13 @@
-"""What attnmap knows about decoder-only (causal) LLM families.
+"""Facts every decoder-only (causal) LLM config states, and the memory a pass over it needs.
 
-A causal family is served only when transformers routes its attention through the attention
-interface at the pinned version: then the capture function sees every layer's queries and keys,
-and the forward pass stays on the fused kernel. Families that compute attention inline never
-call it, so they are refused at load time with a message that says so (serving them would mean
-eager attention over every layer, O(T^2) per layer, which is what this path exists to avoid).
+Which decoder families are served is the family table's business (:mod:`models.families`);
+this module reads layer, head and size counts from any of their configs the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-# model_type -> display name. Each routes through transformers' attention interface (checked
-# again at load by a self-check forward pass that must reach every layer).
-CAUSAL_TYPES: dict[str, str] = {
-    "llama": "Llama",
-    "mistral": "Mistral",
-    "qwen2": "Qwen2",
-    "qwen3": "Qwen3",
-    "gemma2": "Gemma 2",
-    "gemma3_text": "Gemma 3",
-    "phi3": "Phi-3",
-    "gpt2": "GPT-2",
-}
-
-# Known decoder families whose attention is computed inline (the registered function is never
-# called): refused with a clear reason rather than served with missing layers.
-OUTSIDE_INTERFACE: dict[str, str] = {
-    "bloom": "Bloom",
-    "falcon": "Falcon",
-    "mpt": "MPT",
-    "gpt_neo": "GPT-Neo",
-}
 
 
 class CausalFamilyError(ValueError):
@@ -51,24 +26,6 @@ class CausalShape:
     intermediate: int
     vocab: int
     max_positions: int
-
-
-def check_family(model_type: str) -> str:
-    """Display name of a supported causal family, else a :class:`CausalFamilyError` saying why not."""
-    if model_type in CAUSAL_TYPES:
-        return CAUSAL_TYPES[model_type]
-    if model_type in OUTSIDE_INTERFACE:
-        raise CausalFamilyError(
-            f"{OUTSIDE_INTERFACE[model_type]} ({model_type!r}) computes attention outside transformers' attention "
-            "interface, so attnmap cannot capture it on the fused path; supported causal families: "
-            + ", ".join(CAUSAL_TYPES.values()))
-    raise CausalFamilyError(f"model_type {model_type!r} is not a supported causal family "
-                            f"(supported: {', '.join(CAUSAL_TYPES.values())})")
-
-
-def is_causal_type(model_type: str | None) -> bool:
-    """True for every decoder family this module knows, served or refused (refusal happens at load)."""
-    return model_type in CAUSAL_TYPES or model_type in OUTSIDE_INTERFACE
 
 
 def causal_shape(config: Any) -> CausalShape:

@@ -24,13 +24,13 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from app.attention import AttentionStack
-from app.errors import Unprocessable
+from app.core.attention import AttentionStack
+from app.core.errors import InvalidInput
 from models import capture
 from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, ModelInfo, TextInput
 from models.causal_family import CausalFamilyError, CausalShape, activation_bytes, causal_shape, check_family
 from models.hooks import AttentionNotCaptured
-from models.registry import ModelLoadError
+from models.errors import ModelLoadError
 from models.text_encode import too_many_tokens
 
 _CHECK_TEXT = "Attention check: the quick brown fox jumps over the lazy dog."
@@ -112,22 +112,22 @@ class CausalLMAdapter(ModelAdapter):
 
     def _text(self, inputs: ImageInput | TextInput) -> TextInput:
         if not isinstance(inputs, TextInput):
-            raise Unprocessable(f"model {self.info.name!r} is a text model; send text", code="wrong_input_kind", field="model")
+            raise InvalidInput(f"model {self.info.name!r} is a text model; send text", code="wrong_input_kind", field="model")
         if inputs.text_pair is not None:
-            raise Unprocessable("text_pair is for encoders; a causal model reads one text", code="invalid_value",
+            raise InvalidInput("text_pair is for encoders; a causal model reads one text", code="invalid_value",
                                 field="text_pair")
         return inputs
 
     def _check_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
         wanted = tuple(sorted(set(layers)))
         if not wanted or wanted[0] < 0 or wanted[-1] >= self.info.layers:
-            raise Unprocessable(f"layers must be in [0, {self.info.layers - 1}]; got {list(layers)}",
+            raise InvalidInput(f"layers must be in [0, {self.info.layers - 1}]; got {list(layers)}",
                                 code="out_of_range", field="layer")
         return wanted
 
     def _check_target(self, target: int | None) -> None:
         if target is not None and not 0 <= target < self.shape.vocab:
-            raise Unprocessable(f"target must be a token id in [0, {self.shape.vocab - 1}]; got {target}",
+            raise InvalidInput(f"target must be a token id in [0, {self.shape.vocab - 1}]; got {target}",
                                 code="out_of_range", field="target")
 
     # -- interface ----------------------------------------------------------------------------
@@ -137,7 +137,7 @@ class CausalLMAdapter(ModelAdapter):
         text = self._text(inputs)
         self._check_target(request.target)
         if request.target_text is not None:
-            raise Unprocessable("target_text is for sentence encoders; give target (a token id) for a causal model",
+            raise InvalidInput("target_text is for sentence encoders; give target (a token id) for a causal model",
                                 code="invalid_value", field="target_text")
         cap = self._cap(request) - request.generate
         with self._lock:
@@ -208,7 +208,7 @@ class CausalLMAdapter(ModelAdapter):
                 raise too_many_tokens("text", len(ids), cap)
             ids, special = ids[-cap:], special[-cap:]
         if not ids:
-            raise Unprocessable("text has no tokens", code="empty_text", field="text")
+            raise InvalidInput("text has no tokens", code="empty_text", field="text")
         return _Prompt(torch.tensor([ids], device=self.device), tuple(i for i, flag in enumerate(special) if flag),
                        truncated)
 

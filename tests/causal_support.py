@@ -32,7 +32,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from app import create_app
+from app.http.factory import create_app
 from models.registry import ModelRegistry
 
 CAPITAL = "The capital of France is"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app import create_app
+from app.http.factory import create_app
 from models.registry import ModelLoadError
 from tests.causal_support import TINY_FAMILIES, eager_attentions, eager_reference, save_tiny_bloom, save_tiny_causal, smollm2_adapter
 

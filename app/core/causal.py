@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.reduce import normalize_rows
+from app.core.reduce import normalize_rows
 
 
 def causal_mask(keys: int, positions: Sequence[int]) -> np.ndarray:
