@@ -63,8 +63,8 @@ BLOCK_ELEMENTS = 1 << 24
 
 __all__ = [
     "ATTENTION_NAME", "BLOCK_ELEMENTS", "AttentionNotCaptured", "CaptureSpec", "EagerCalls", "Recorder", "Step",
-    "active_recorder", "attention_bytes", "count_eager_calls", "index_layers", "open_recordings", "recording",
-    "register", "routes_through_interface", "use_capture",
+    "active_recorder", "attention_bytes", "class_routes_through_interface", "count_eager_calls", "index_layers",
+    "open_recordings", "recording", "register", "routes_through_interface", "use_capture",
 ]
 
 
@@ -285,8 +285,9 @@ def index_layers(model: nn.Module) -> dict[int, nn.Module]:
     """
     modules = [m for m in model.modules() if _calls_interface(type(m))]
     indices = [getattr(m, "layer_idx", None) for m in modules]
+    table: dict[int, nn.Module]
     if modules and all(isinstance(i, int) for i in indices) and len(set(indices)) == len(indices):
-        table = dict(zip(indices, modules, strict=True))  # type: ignore[arg-type]
+        table = {int(i): m for i, m in zip(indices, modules, strict=True)}  # type: ignore[arg-type]
     else:
         table = dict(enumerate(modules))
     for index, module in table.items():
@@ -301,6 +302,20 @@ def routes_through_interface(model: nn.Module) -> bool:
     any ``attn_implementation`` and never call the registered function. Loaders refuse those.
     """
     return any(_calls_interface(type(m)) for m in model.modules())
+
+
+def class_routes_through_interface(model_class: type) -> bool:
+    """Before loading: whether a model class's modeling file dispatches attention through the interface.
+
+    Some families outside it (GPT-Neo) even fail to build with a custom ``attn_implementation``
+    (a KeyError in their own class table), so loaders ask this first and refuse with a clear message.
+    """
+    module = sys.modules.get(model_class.__module__)
+    try:
+        source = inspect.getsource(module) if module is not None else ""
+    except (OSError, TypeError):
+        return False
+    return "ALL_ATTENTION_FUNCTIONS.get_interface(" in source
 
 
 def use_capture(model: nn.Module) -> None:
