@@ -39,10 +39,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.config import load_settings  # noqa: E402
-from app.pipeline import Source, run  # noqa: E402
-from app.schemas import VisualizeOptions  # noqa: E402
-from app.timing import StageTimer  # noqa: E402
+from app.service.config import load_settings  # noqa: E402
+from app.service.pipeline import Source, run  # noqa: E402
+from app.service.schemas import VisualizeOptions  # noqa: E402
+from app.service.timing import StageTimer  # noqa: E402
 from models.adapter import CaptureRequest, TextInput  # noqa: E402
 from models.hf_text import HFTextAdapter  # noqa: E402
 from models.registry import ModelRegistry, _minilm_path  # noqa: E402

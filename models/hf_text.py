@@ -23,8 +23,8 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from app.attention import AttentionStack
-from app.errors import Unprocessable
+from app.core.attention import AttentionStack
+from app.core.errors import InvalidInput
 from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, ModelInfo, TextInput
 from models.hooks import AttentionHooks, AttentionNotCaptured
 from models.registry import ModelLoadError
@@ -109,13 +109,13 @@ class HFTextAdapter(ModelAdapter):
 
     def _text_input(self, inputs: ImageInput | TextInput) -> TextInput:
         if not isinstance(inputs, TextInput):
-            raise Unprocessable(f"model {self.info.name!r} is a text model; send text", code="wrong_input_kind", field="model")
+            raise InvalidInput(f"model {self.info.name!r} is a text model; send text", code="wrong_input_kind", field="model")
         return inputs
 
     def _check_layers(self, layers: Sequence[int]) -> tuple[int, ...]:
         wanted = tuple(sorted(set(layers)))
         if not wanted or wanted[0] < 0 or wanted[-1] >= self.info.layers:
-            raise Unprocessable(f"layers must be in [0, {self.info.layers - 1}]; got {list(layers)}",
+            raise InvalidInput(f"layers must be in [0, {self.info.layers - 1}]; got {list(layers)}",
                                 code="out_of_range", field="layer")
         return wanted
 

@@ -23,8 +23,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from app.attention import AttentionStack
-from app.errors import ApiError, Unprocessable
+from app.core.attention import AttentionStack
+from app.core.errors import AttnmapError, InvalidInput
 from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, ModelInfo, TextInput
 from models.hooks import AttentionHooks
 from models.registry import ModelLoadError
@@ -35,7 +35,7 @@ FAMILIES = ("vit", "deit", "dinov2", "dinov2_with_registers")
 _NEEDS_INTERPOLATE_FLAG = {"vit", "deit"}
 
 
-class GridMismatch(ApiError):
+class GridMismatch(AttnmapError):
     """The sequence length does not equal prefix tokens + patch rows x columns (a model/config bug: 500)."""
 
     default_code = "grid_mismatch"
@@ -177,7 +177,7 @@ class HFVisionAdapter(ModelAdapter):
     def _grid(self, plan: Plan) -> tuple[int, int]:
         rows, cols = plan.grid(self.patch)
         if rows < 1 or cols < 1:
-            raise Unprocessable(f"the model input {plan.input_size} is smaller than one {self.patch} patch",
+            raise InvalidInput(f"the model input {plan.input_size} is smaller than one {self.patch} patch",
                                 code="invalid_dimensions", field="image")
         return rows, cols
 
@@ -189,15 +189,15 @@ class HFVisionAdapter(ModelAdapter):
     def _check_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
         chosen = tuple(sorted(set(layers)))
         if not chosen or chosen[0] < 0 or chosen[-1] >= self.info.layers:
-            raise Unprocessable(f"layers must be in [0, {self.info.layers - 1}]", code="out_of_range", field="layer")
+            raise InvalidInput(f"layers must be in [0, {self.info.layers - 1}]", code="out_of_range", field="layer")
         return chosen
 
     def _check_target(self, target: int | None) -> None:
         if not self.has_classifier:
-            raise Unprocessable(f"method 'gradient' needs a classification head; model {self.info.name!r} has none",
+            raise InvalidInput(f"method 'gradient' needs a classification head; model {self.info.name!r} has none",
                                 code="no_classifier", field="method")
         if target is not None and not 0 <= target < len(self.labels):
-            raise Unprocessable(f"target must be in [0, {len(self.labels) - 1}]; got {target}", code="out_of_range", field="target")
+            raise InvalidInput(f"target must be in [0, {len(self.labels) - 1}]; got {target}", code="out_of_range", field="target")
 
     def _prediction(self, logits: torch.Tensor | None) -> dict[str, Any] | None:
         if logits is None:
@@ -209,7 +209,7 @@ class HFVisionAdapter(ModelAdapter):
 
 def _image_of(inputs: ImageInput | TextInput) -> ImageInput:
     if not isinstance(inputs, ImageInput):
-        raise Unprocessable("this is a vision model; send an image", code="wrong_input_kind", field="model")
+        raise InvalidInput("this is a vision model; send an image", code="wrong_input_kind", field="model")
     return inputs
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from app.errors import NotFound
+from app.core.errors import NotFound
 from models.adapter import ModelAdapter, ModelKind
 from models.device import configure_cpu_threads, resolve_device, resolve_dtype
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from app import create_app
-from app.errors import Unprocessable
+from app.core.errors import InvalidInput
+from app.http.factory import create_app
 from models.adapter import CaptureRequest, TextInput
 from models.hf_text import HFTextAdapter
 from models.registry import ModelLoadError, ModelRegistry, ModelSpec, load_adapter
@@ -110,7 +110,7 @@ def test_classifier_gradient_matches_direct_autograd(model_dirs):
         np.testing.assert_allclose(capture.stack.gradients, expected, atol=1e-5 * max(1.0, np.abs(expected).max()), rtol=0)
         assert capture.prediction["target"] == chosen and capture.prediction["score_kind"] == "logit"
         assert capture.prediction["score"] == pytest.approx(float(output.logits[0, chosen].detach()), abs=1e-5)
-        from app.reduce import gradient_relevance
+        from app.core.reduce import gradient_relevance
 
         relevance = gradient_relevance(capture.stack.weights, capture.stack.gradients)
         np.testing.assert_allclose(relevance, reference_chefer(list(output.attentions), list(gradients)), atol=1e-6)
@@ -170,7 +170,7 @@ def test_injected_registry_with_a_service_token_cap(model_dirs):
     response = client.post("/visualize", json={"text": "one two three four five six seven", "model": "bert"})
     assert_error(response, 422, "too_many_tokens", "text")
     assert "9 tokens" in response.get_json()["error"]["message"] and "at most 8" in response.get_json()["error"]["message"]
-    with pytest.raises(Unprocessable):
+    with pytest.raises(InvalidInput):
         adapter.estimate_tokens(TextInput("one two three four five six seven"), CaptureRequest(layers=(0,), max_tokens=8))
     values, meta = values_of(client, text="one two three four five six seven", model="bert", truncate=True)
     assert values.shape == (8, 8) and meta["truncated"] is True

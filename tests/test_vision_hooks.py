@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from app import create_app
+from app.http.factory import create_app
 from models.hooks import hooks_on
 from models.registry import ModelLoadError
 from tests.vision_support import CPU, app_for, build_tiny, load_adapter, png_bytes, post_image, random_image

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app import create_app
+from app.http.factory import create_app
 from models.hf_vision import HFVisionAdapter
 from models.registry import ModelRegistry
 
