@@ -63,7 +63,7 @@ BLOCK_ELEMENTS = 1 << 24
 
 __all__ = [
     "ATTENTION_NAME", "BLOCK_ELEMENTS", "AttentionNotCaptured", "CaptureSpec", "EagerCalls", "Recorder", "Step",
-    "active_recorder", "attention_bytes", "class_routes_through_interface", "count_eager_calls", "index_layers",
+    "active_recorder", "attention_bytes", "check_layers", "class_routes_through_interface", "count_eager_calls", "index_layers",
     "open_recordings", "recording", "register", "routes_through_interface", "use_capture",
 ]
 
@@ -293,6 +293,26 @@ def index_layers(model: nn.Module) -> dict[int, nn.Module]:
     for index, module in table.items():
         setattr(module, _LAYER_ATTR, index)
     return dict(sorted(table.items()))
+
+
+def check_layers(model: nn.Module, attention_modules: Collection[nn.Module]) -> dict[int, nn.Module]:
+    """Tag the layers (:func:`index_layers`) and prove they are the family's attention modules, in order.
+
+    ``attention_modules`` are the adapter's per-layer modules; each interface module must be one of
+    them or inside it (ViT's outer ``attention`` holds the module that calls the interface).
+    Raises AttentionNotCaptured otherwise, or when the model never routes through the interface.
+    """
+    if not routes_through_interface(model):
+        raise AttentionNotCaptured("this model does not route its attention through transformers' attention "
+                                   "interface, so its weights cannot be captured on the fused path")
+    layers = index_layers(model)
+    expected = list(attention_modules)
+    same = list(layers) == list(range(len(expected))) and all(
+        any(inner is module for module in outer.modules()) for inner, outer in zip(layers.values(), expected, strict=True))
+    if not same:
+        raise AttentionNotCaptured(f"the {len(layers)} modules reaching the attention interface are not the model's "
+                                   f"{len(expected)} attention layers")
+    return layers
 
 
 def routes_through_interface(model: nn.Module) -> bool:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from app.core.errors import InvalidInput
+from models import capture
 from models.adapter import CaptureRequest, TextInput
 from models.hf_text import HFTextAdapter
 from models.hooks import hooks_on
@@ -75,6 +76,7 @@ def test_early_stop_skips_later_layers_and_removes_hooks(adapter):
         for handle in handles:
             handle.remove()
     assert hooks_on(adapter.model) == before
+    assert capture.open_recordings() == 0 and capture.active_recorder() is None
 
 
 def test_hooks_removed_when_the_forward_fails(adapter):
@@ -90,6 +92,7 @@ def test_hooks_removed_when_the_forward_fails(adapter):
     finally:
         handle.remove()
     assert hooks_on(adapter.model) == before
+    assert capture.open_recordings() == 0 and capture.active_recorder() is None
     assert adapter.capture(TextInput(SENTENCE), CaptureRequest(layers=(4,))).stack.weights.shape[0] == 1
 
 
