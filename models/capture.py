@@ -4,7 +4,9 @@ Every layer's output comes from transformers' own SDPA function, as on the plain
 for the layers a request records, the function also computes ``softmax(Q_rows K^T * scaling
 [+ tanh softcap] + mask)`` for only the query rows the request needs, so capturing the last row of
 every layer costs about one fused forward pass plus O(rows x T) per recorded layer, and full
-``T x T`` matrices exist only for the layers that ask for them.
+``T x T`` matrices exist only for the layers that ask for them. A layer recorded in full takes its
+output from that matrix (one matmul, cheaper than SDPA on top of it; equal to SDPA's output to
+float rounding, ~1e-7); a layer recorded by rows keeps SDPA's output exactly.
 
 Capture API (a contract for the adapters; changes are listed in /work/coord/STATUS.md):
 
@@ -383,11 +385,11 @@ class _Scores:
         self.bias = position_bias[..., :kv_length] if position_bias is not None else None
         self.groups = query.shape[1] // key.shape[1]
 
-    def weights(self, rows: torch.Tensor) -> torch.Tensor:
-        """Softmax weights ``[B, H, R, Tk]`` of the query rows at positions ``rows`` (a 1-D index tensor)."""
+    def weights(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        """Softmax weights ``[B, H, R, Tk]`` of the query rows ``rows``: a contiguous block (a slice, no copy) or positions."""
         query, key = self.query, self.key
-        batch, heads, _, dim = query.shape
-        selected = query.index_select(2, rows)
+        batch, heads, q_length, dim = query.shape
+        selected = query[:, :, rows] if isinstance(rows, slice) else query.index_select(2, rows)
         count, keys = selected.shape[2], key.shape[2]
         if self.groups > 1:
             # Grouped key/value heads: fold each group's query heads into rows instead of repeating keys.
@@ -405,7 +407,8 @@ class _Scores:
             mask = _rows_of(self.mask, rows)
             scores = scores.masked_fill(~mask, floor) if mask.dtype == torch.bool else scores + mask
         elif self.causal:
-            visible = rows[:, None] >= torch.arange(keys, device=rows.device)[None, :]
+            positions = torch.arange(q_length, device=query.device)[rows] if isinstance(rows, slice) else rows
+            visible = positions[:, None] >= torch.arange(keys, device=query.device)[None, :]
             scores = scores.masked_fill(~visible, floor)
         if self.sinks is not None:
             # GPT-OSS: one learned sink logit per head joins the softmax and is dropped after it.
@@ -416,9 +419,11 @@ class _Scores:
         return torch.softmax(scores.float(), dim=-1).to(query.dtype)
 
 
-def _rows_of(mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def _rows_of(mask: torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
     """The mask rows for the selected queries (a mask broadcast over queries is returned as is)."""
-    return mask if mask.shape[2] == 1 else mask.index_select(2, rows)
+    if mask.shape[2] == 1:
+        return mask
+    return mask[:, :, rows] if isinstance(rows, slice) else mask.index_select(2, rows)
 
 
 def _apply(weights: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -437,30 +442,32 @@ def _block_rows(scores: _Scores) -> int:
     return max(1, BLOCK_ELEMENTS // max(1, batch * heads * scores.key.shape[2]))
 
 
-def _exact_output(scores: _Scores, value: torch.Tensor, full: torch.Tensor | None) -> torch.Tensor:
-    """The layer output computed from the weights in row blocks (``[B, Tq, H, Dv]``); fills ``full`` if given."""
+def _exact_output(scores: _Scores, value: torch.Tensor) -> torch.Tensor:
+    """The layer output computed from the weights in row blocks (``[B, Tq, H, Dv]``), never holding the matrix."""
     query = scores.query
     batch, heads, q_length, _ = query.shape
     out = query.new_empty((batch, heads, q_length, value.shape[-1]), dtype=value.dtype)
     step = _block_rows(scores)
     for start in range(0, q_length, step):
-        rows = torch.arange(start, min(q_length, start + step), device=query.device)
-        block = scores.weights(rows)
-        if full is not None:
-            full[:, :, start:start + block.shape[2]] = block
+        block = scores.weights(slice(start, min(q_length, start + step)))
         out[:, :, start:start + block.shape[2]] = _apply(block, value)
     return out.transpose(1, 2).contiguous()
 
 
 def _full_weights(scores: _Scores) -> torch.Tensor:
-    """The full ``[B, H, Tq, Tk]`` matrix, preallocated and filled in row blocks (no concatenation copy)."""
+    """The full ``[B, H, Tq, Tk]`` matrix, in one piece when it fits a block, else preallocated and filled in row blocks.
+
+    (Blocks concatenated with torch.cat would hold the matrix twice at the peak.)
+    """
     query = scores.query
     batch, heads, q_length, _ = query.shape
-    full = query.new_empty((batch, heads, q_length, scores.key.shape[2]))
     step = _block_rows(scores)
+    if step >= q_length:
+        return scores.weights(slice(None))
+    full = query.new_empty((batch, heads, q_length, scores.key.shape[2]))
     for start in range(0, q_length, step):
-        rows = torch.arange(start, min(q_length, start + step), device=query.device)
-        full[:, :, start:start + rows.numel()] = scores.weights(rows)
+        end = min(q_length, start + step)
+        full[:, :, start:end] = scores.weights(slice(start, end))
     return full
 
 
@@ -490,29 +497,24 @@ def attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
         return fused(), None  # the plain path: exactly transformers' SDPA
     scores = _Scores(module, query, key, attention_mask, scaling, is_causal, softcap, sinks, kwargs.get("position_bias"))
     if not recorded:
-        return _exact_output(scores, value, None), None
+        return _exact_output(scores, value), None
     assert recorder is not None and layer is not None
     spec = recorder.spec
     q_length = query.shape[2]
     query_start, key_start = recorder._advance(layer, q_length, key.shape[2])
     if spec.wants_full(layer):
         rows = tuple(range(q_length))
-        if spec.keep_graph:
-            # One piece, not blocks: blocks copied into a preallocated matrix would be held twice
-            # (the copy and each block saved by autograd).
-            weights = scores.weights(torch.arange(q_length, device=query.device))
-            output = _apply(weights, value).transpose(1, 2).contiguous()
-        elif exact:
-            weights = query.new_empty((query.shape[0], query.shape[1], q_length, key.shape[2]))
-            output = _exact_output(scores, value, weights)
-        else:
-            weights = _full_weights(scores)
-            output = fused()
+        # keep_graph: one piece, not blocks: blocks copied into a preallocated matrix would be held
+        # twice (the copy and each block saved by autograd).
+        weights = scores.weights(slice(None)) if spec.keep_graph else _full_weights(scores)
+        # The matrix exists anyway: the layer output from it costs one matmul, less than SDPA on
+        # top (equal to SDPA's to float rounding), and is exact for softcap and sink layers.
+        output = _apply(weights, value).transpose(1, 2).contiguous()
     else:
         rows = _positions(spec.rows or (), q_length, layer)
         index = torch.tensor(rows, device=query.device)
         weights = scores.weights(index)
-        output = _exact_output(scores, value, None) if exact else fused()
+        output = _exact_output(scores, value) if exact else fused()
         if spec.keep_graph:
             # The recorded rows' outputs come from the recorded weights, so the gradient reaches them.
             output = output.index_copy(1, index, _apply(weights, value).transpose(1, 2).to(output.dtype))

@@ -241,7 +241,7 @@ def test_two_threads_with_different_specs_never_mix(folders: dict[str, Path]) ->
 
 @pytest.mark.parametrize("family", ["llama", "bert", "vit"])
 def test_recording_off_and_on_give_the_plain_sdpa_output(folders: dict[str, Path], family: str) -> None:
-    """With nothing recorded the pass is transformers' SDPA; recording rows does not change the output either."""
+    """With nothing recorded the pass is transformers' SDPA; recording rows keeps it bit for bit, full layers to 1e-5."""
     model = model_of(folders, family)
     inputs = inputs_of(family)
     model.set_attn_implementation("sdpa")
@@ -256,7 +256,7 @@ def test_recording_off_and_on_give_the_plain_sdpa_output(folders: dict[str, Path
             full = model(**inputs)[0]
     assert torch.equal(plain, sdpa)
     assert torch.equal(recorded, sdpa)
-    assert torch.equal(full, sdpa)
+    assert max_error(full, sdpa) <= TOLERANCE  # full layers take their output from the materialised matrix
 
 
 def test_the_serving_path_never_calls_eager_attention(folders: dict[str, Path]) -> None:
