@@ -28,9 +28,10 @@ from app.core.attention import AttentionStack
 from app.core.errors import InvalidInput
 from models import capture
 from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, ModelInfo, TextInput
-from models.causal_family import CausalFamilyError, CausalShape, activation_bytes, causal_shape, check_family
-from models.hooks import AttentionNotCaptured
+from models.causal_family import CausalFamilyError, CausalShape, activation_bytes, causal_shape
 from models.errors import ModelLoadError
+from models.family import Family
+from models.hooks import AttentionNotCaptured
 from models.text_encode import too_many_tokens
 
 _CHECK_TEXT = "Attention check: the quick brown fox jumps over the lazy dog."
@@ -52,25 +53,28 @@ def _numpy(weights: list[torch.Tensor]) -> np.ndarray:
 class CausalLMAdapter(ModelAdapter):
     """One causal LM from a local directory or ``.gguf`` file, owned by one worker."""
 
-    def __init__(self, name: str, path: str | Path, *, device: torch.device, dtype: torch.dtype,
-                 description: str = "", family: str | None = None) -> None:
-        """Load config, tokenizer and weights offline, switch attention to the capture function, self-check."""
+    def __init__(self, name: str, path: str | Path, *, family: Family, device: torch.device, dtype: torch.dtype,
+                 description: str = "") -> None:
+        """Load config, tokenizer and weights offline on the capture engine's attention, then self-check."""
         path = Path(path)
         hf_logging.disable_progress_bar()
+        capture.register()
         folder, gguf = (path.parent, path.name) if path.is_file() else (path, None)
         source: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
         config = AutoConfig.from_pretrained(folder, local_files_only=True, **source)
         try:
-            family_name = check_family(str(config.model_type))
             self.shape: CausalShape = causal_shape(config)
         except CausalFamilyError as exc:
             raise ModelLoadError(name, str(exc)) from None
         # GGUF weights are quantised: dequantise to float32 (half precision applies to directories).
         load_dtype = torch.float32 if gguf else dtype
         weights_source: dict[str, Any] = source if gguf else {"use_safetensors": True}
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=load_dtype,
-                                                     attn_implementation="eager", **weights_source)
-        capture.use_capture(model)
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=load_dtype,
+                                                          attn_implementation=capture.ATTENTION_NAME, **weights_source)
+        try:
+            capture.use_capture(model)
+        except AttentionNotCaptured as exc:
+            raise ModelLoadError(name, str(exc)) from None
         self.model = model.to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **source)
         if not getattr(self.tokenizer, "is_fast", False):
@@ -81,9 +85,9 @@ class CausalLMAdapter(ModelAdapter):
         self._eos = self._eos_ids(config)
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.info = ModelInfo(
-            name=name, kind="text", family=family or config.model_type, layers=self.shape.layers,
+            name=name, kind="text", family=family.name, layers=self.shape.layers,
             heads=self.shape.heads, device=str(device), dtype=str(load_dtype).removeprefix("torch."),
-            max_tokens=self._limit, description=description or f"{family_name} causal LM",
+            max_tokens=self._limit, description=description or f"{family.name} causal LM",
             causal=True, kv_heads=self.shape.kv_heads,
         )
         self._self_check()
@@ -100,7 +104,7 @@ class CausalLMAdapter(ModelAdapter):
         ids = self._ids(_CHECK_TEXT, CaptureRequest(layers=(), truncate=True))
         every = tuple(range(self.info.layers))
         try:
-            with self._lock, torch.inference_mode(), capture.recording(capture.CaptureSpec(layers=every, rows=(ids.shape[1] - 1,))) as rec:
+            with self._lock, torch.inference_mode(), capture.recording(capture.CaptureSpec(layers=frozenset(every), rows=(-1,))) as rec:
                 self._forward(ids)
             rec.check(every)
         except AttentionNotCaptured as exc:
@@ -124,6 +128,13 @@ class CausalLMAdapter(ModelAdapter):
             raise InvalidInput(f"layers must be in [0, {self.info.layers - 1}]; got {list(layers)}",
                                 code="out_of_range", field="layer")
         return wanted
+
+    def _rows(self, rows: tuple[int, ...], length: int) -> tuple[int, ...]:
+        """Absolute, ascending query positions (negative counts from the end); out of range is a 422."""
+        for row in rows:
+            if not -length <= row < length:
+                raise InvalidInput(f"query must be in [{-length}, {length - 1}]; got {row}", code="out_of_range", field="query")
+        return tuple(sorted({row % length for row in rows}))
 
     def _check_target(self, target: int | None) -> None:
         if target is not None and not 0 <= target < self.shape.vocab:
@@ -153,9 +164,10 @@ class CausalLMAdapter(ModelAdapter):
         layers = len(request.layers)
         if request.gradient:
             # Full matrices of the captured layers, their gradients, and the backward pass's activations.
-            return 2 * layers * shape.heads * total * total * 4 + activation_bytes(shape, total, backward=True)
-        rows = request.generate if request.generate else (len(request.rows) if request.rows is not None else total)
-        return layers * shape.heads * rows * total * 4 + activation_bytes(shape, total, backward=False)
+            kept = capture.attention_bytes(None, total, layers, shape.heads)
+            return 2 * kept + activation_bytes(shape, total, backward=True)
+        rows = request.generate if request.generate else (len(request.rows) if request.rows is not None else None)
+        return capture.attention_bytes(rows, total, layers, shape.heads) + activation_bytes(shape, total, backward=False)
 
     def capture(self, inputs: ImageInput | TextInput, request: CaptureRequest) -> Capture:
         """Fused forward pass capturing the requested rows (or full matrices) of the requested layers."""
@@ -170,12 +182,12 @@ class CausalLMAdapter(ModelAdapter):
             if request.generate:
                 return self._generate(prompt, labels, wanted, request, meta)
             length = int(ids.shape[1])
-            rows = None if request.rows is None else tuple(sorted({r % length for r in request.rows}))
+            rows = None if request.rows is None else self._rows(request.rows, length)
             gradients = None
             if request.gradient:
                 weights, gradients, prediction = self._backward(ids, wanted, request)
             else:
-                spec = capture.CaptureSpec(layers=wanted, rows=rows, full_layers=() if rows is not None else wanted)
+                spec = capture.CaptureSpec(layers=frozenset(wanted), rows=rows, full_layers=frozenset() if rows is not None else frozenset(wanted))
                 with torch.inference_mode(), capture.recording(spec) as rec:
                     logits = self._forward(ids)
                 rec.check(wanted)
@@ -214,7 +226,7 @@ class CausalLMAdapter(ModelAdapter):
 
     def _labels(self, ids: list[int]) -> list[str]:
         """One readable label per token (decoded text, so byte-level BPE shows ' Paris', not 'ĠParis')."""
-        return [self.tokenizer.decode([i]) for i in ids]
+        return [str(self.tokenizer.decode([i])) for i in ids]
 
     def _forward(self, ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Logits of the last position only (full logits would be T x vocab floats: 1.6 GB at 8,192 tokens)."""
@@ -233,7 +245,7 @@ class CausalLMAdapter(ModelAdapter):
     def _backward(self, ids: torch.Tensor, wanted: tuple[int, ...],
                   request: CaptureRequest) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """Full matrices of the captured layers and d(next-token logit)/d(attention), in layer order."""
-        spec = capture.CaptureSpec(layers=wanted, rows=None, full_layers=wanted, keep_graph=True)
+        spec = capture.CaptureSpec(layers=frozenset(wanted), rows=None, full_layers=frozenset(wanted), keep_graph=True)
         with torch.inference_mode(False), torch.enable_grad(), capture.recording(spec) as rec:
             logits = self._forward(ids.clone())
             rec.check(wanted)
@@ -259,20 +271,17 @@ class CausalLMAdapter(ModelAdapter):
         ids = prompt_ids.ids
         prompt = int(ids.shape[1])
         cache = DynamicCache(config=self.model.config)
-        steps: dict[int, list[torch.Tensor]] = {layer: [] for layer in wanted}
         generated: list[int] = []
         first: dict[str, Any] | None = None
         current = ids
         stopped = False
-        with torch.inference_mode():
+        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._keeps_logits else {}
+        # One recording over every step: the engine keeps each call's last row on one absolute key
+        # axis (a sliding-window cache that drops keys leaves zeros before the window).
+        spec = capture.CaptureSpec(layers=frozenset(wanted), rows=(-1,), per_step=True)
+        with torch.inference_mode(), capture.recording(spec) as rec:
             for _ in range(request.generate):
-                spec = capture.CaptureSpec(layers=wanted, rows=(int(current.shape[1]) - 1,))
-                with capture.recording(spec) as rec:
-                    kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._keeps_logits else {}
-                    output = self.model(input_ids=current, past_key_values=cache, use_cache=True, **kwargs)
-                rec.check(wanted)
-                for layer in wanted:
-                    steps[layer].append(rec.weights[layer][0, :, -1, :].float())
+                output = self.model(input_ids=current, past_key_values=cache, use_cache=True, **kwargs)
                 logits = output.logits[:, -1, :]
                 if first is None:
                     first = self._prediction(logits)
@@ -283,12 +292,10 @@ class CausalLMAdapter(ModelAdapter):
                 if token in self._eos:
                     stopped = True
                     break
+        rec.check(wanted)
         count = len(generated)
-        keys = prompt + count - 1
-        weights = np.zeros((len(wanted), self.info.heads, count, keys), dtype=np.float32)
-        for li, layer in enumerate(wanted):
-            for step, row in enumerate(steps[layer]):
-                weights[li, :, step, : row.shape[-1]] = row.cpu().numpy()
+        weights = _numpy([rec.stacked_steps(layer) for layer in wanted])
+        assert weights.shape[2:] == (count, prompt + count - 1), weights.shape
         generated_labels = self._labels(generated)
         meta.update(prompt_tokens=prompt, generated_tokens=generated_labels, generated_ids=generated,
                     generated_text=self.tokenizer.decode(generated), stopped_at_eos=stopped)

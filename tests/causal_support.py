@@ -49,10 +49,10 @@ def smollm2_dir() -> Path:
 @cache
 def smollm2_adapter() -> Any:
     """The served adapter, loaded once per test process."""
-    from models.hf_causal import CausalLMAdapter
+    from models.registry import open_model
 
-    return CausalLMAdapter("smollm2", smollm2_dir(), device=torch.device("cpu"), dtype=torch.float32,
-                           description="SmolLM2-135M-Instruct causal LM")
+    return open_model("smollm2", smollm2_dir(), device=torch.device("cpu"), dtype=torch.float32,
+                      description="SmolLM2-135M-Instruct causal LM")
 
 
 def smollm2_app(**config: Any) -> Any:

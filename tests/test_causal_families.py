@@ -72,5 +72,5 @@ def test_generation_on_a_user_model(client):
 def test_families_outside_the_interface_are_refused(tmp_path):
     config = tmp_path / "models.toml"
     config.write_text(f'[models.tiny-bloom]\npath = "{save_tiny_bloom(tmp_path / "bloom")}"\n')
-    with pytest.raises(ModelLoadError, match="Bloom.*outside transformers' attention interface"):
+    with pytest.raises(ModelLoadError, match=r"Bloom.*outside transformers' attention interface"):
         create_app({"builtin_models": (), "models_config": str(config)})

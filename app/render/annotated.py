@@ -54,7 +54,8 @@ def _rgb(canvas: FigureCanvasAgg) -> np.ndarray:
 
 def _cmap(name: str) -> ListedColormap:
     cmap = ListedColormap(palette(name)[:LEVELS] / 255.0)
-    cmap.set_bad(np.asarray(masked_colour(name)) / 255.0)  # masked cells of a causal map
+    red, green, blue = masked_colour(name)
+    cmap.set_bad((red / 255.0, green / 255.0, blue / 255.0))  # masked cells of a causal map
     return cmap
 
 

@@ -108,8 +108,10 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
         values = select_query(matrix, query, num_tokens=matrix.shape[0]) if matrix.ndim == 2 else matrix
         if stack.causal and matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1]:
             full_mask = square_mask(matrix.shape[0])
-            masked = full_mask if values.ndim == 2 else (None if query == "mean" else
-                                                         full_mask[query_index(query, matrix.shape[0])])
+            if values.ndim == 2:
+                masked = full_mask
+            elif query is not None and query != "mean":
+                masked = full_mask[query_index(query, matrix.shape[0])]
     if square and stack.grid is None and options.annotate and options.format == "png" and labels \
             and len(labels) > settings.limits.max_labels:
         values, labels, meta["pooled"] = pool_blocks(values, labels, settings.limits.max_labels)
@@ -154,18 +156,17 @@ def _layers_view(capture: Capture, options: VisualizeOptions) -> ReducedMap:
         raise InvalidInput("view 'layers' is for token sequences; use view=trace or overlay for images",
                             code="invalid_value", field="view")
     head = resolve_head(options.head, stack.num_heads)
-    query = options.query if options.query is not None else ("last" if stack.causal else "cls")
-    if query == "mean" or (isinstance(query, str) and query not in ("cls", "last")):
-        query = _resolve_query(query, stack.tokens)
-        if query == "mean":
-            raise InvalidInput("view 'layers' needs one query token (an index, cls, last or a token's text)",
-                                code="invalid_value", field="query")
+    chosen = options.query if options.query is not None else ("last" if stack.causal else "cls")
+    query = _resolve_query(chosen, stack.tokens)
+    if query is None or query == "mean":
+        raise InvalidInput("view 'layers' needs one query token (an index, cls, last or a token's text)",
+                            code="invalid_value", field="query")
     position = query_index(query, stack.num_queries)
     row = _captured_row(capture, position)
     values = np.stack([fuse_heads(stack.layer_slice(layer)[:, row : row + 1, :], head)[0] for layer in stack.layers])
     labels = stack.tokens
-    row_labels = [f"L{layer}" for layer in stack.layers]
-    masked = np.repeat(causal_mask(values.shape[-1], [position]), len(stack.layers), axis=0) if stack.causal else None
+    row_labels: list[str] | None = [f"L{layer}" for layer in stack.layers]
+    masked: np.ndarray | None = np.repeat(causal_mask(values.shape[-1], [position]), len(stack.layers), axis=0) if stack.causal else None
     meta: dict[str, Any] = {"query_index": position, "query_token": labels[position] if labels else position}
     if options.exclude_sink:
         values, labels, row_labels, masked = _without_sink(values, labels, row_labels, masked, meta, square=False)
@@ -178,8 +179,9 @@ def _generation_view(capture: Capture, options: VisualizeOptions, layer: int, he
     stack = capture.stack
     assert stack.query_rows is not None
     values = fuse_heads(stack.layer_slice(layer), head)
-    masked = causal_mask(values.shape[-1], stack.query_rows)
-    labels, row_labels = stack.tokens, stack.row_tokens
+    labels: list[str] | None = stack.tokens
+    row_labels: list[str] | None = stack.row_tokens
+    masked: np.ndarray | None = causal_mask(values.shape[-1], stack.query_rows)
     meta: dict[str, Any] = {}
     if options.exclude_sink:
         values, labels, row_labels, masked = _without_sink(values, labels, row_labels, masked, meta, square=False)
