@@ -187,7 +187,8 @@ class CausalLMAdapter(ModelAdapter):
             if request.gradient:
                 weights, gradients, prediction = self._backward(ids, wanted, request)
             else:
-                spec = capture.CaptureSpec(layers=frozenset(wanted), rows=rows, full_layers=frozenset() if rows is not None else frozenset(wanted))
+                spec = capture.CaptureSpec(layers=frozenset(wanted), rows=rows,
+                                           full_layers=frozenset() if rows is not None else frozenset(wanted))
                 with torch.inference_mode(), capture.recording(spec) as rec:
                     logits = self._forward(ids)
                 rec.check(wanted)
