@@ -22,14 +22,20 @@ from transformers import (
     BloomForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 from app.http.factory import create_app
@@ -91,10 +97,14 @@ def _configs(vocab: int) -> dict[str, Any]:
         "gemma2": (Gemma2Config(vocab_size=vocab, head_dim=8, sliding_window=4, attn_logit_softcapping=5.0,
                                 final_logit_softcapping=30.0, query_pre_attn_scalar=8, **TINY), Gemma2ForCausalLM),
         "gpt2": (GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=256), GPT2LMHeadModel),
+        "qwen3": (Qwen3Config(vocab_size=vocab, head_dim=8, **TINY), Qwen3ForCausalLM),
+        "phi3": (Phi3Config(vocab_size=vocab, pad_token_id=0, **TINY), Phi3ForCausalLM),
+        "gemma3": (Gemma3TextConfig(vocab_size=vocab, head_dim=8, sliding_window=4, query_pre_attn_scalar=8,
+                                    layer_types=["sliding_attention", "full_attention"], **TINY), Gemma3ForCausalLM),
     }
 
 
-TINY_FAMILIES = ("llama", "mistral", "qwen2", "gemma2", "gpt2")
+TINY_FAMILIES = ("llama", "mistral", "qwen2", "gemma2", "gpt2", "qwen3", "phi3", "gemma3")
 
 
 def save_tiny_causal(directory: Path, family: str) -> Path:

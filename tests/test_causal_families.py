@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from app.http.factory import create_app
+from models.adapter import CaptureRequest, TextInput
 from models.registry import ModelLoadError
 from tests.causal_support import TINY_FAMILIES, eager_attentions, eager_reference, save_tiny_bloom, save_tiny_causal, smollm2_adapter
 
@@ -58,7 +59,7 @@ def test_rows_and_matrices_equal_eager(client, model_dirs, family):
     np.testing.assert_allclose(matrix, reference[1][1], atol=1e-5)
     row, _ = values_of(client, model=name, text=TEXT, layer=0, head=0, query=-3)
     np.testing.assert_allclose(row, reference[0][0][-3], atol=1e-5)
-    if family in ("mistral", "gemma2"):
+    if family in ("mistral", "gemma2", "gemma3"):
         # A sliding window of 4: the last row sees only the last 4 keys in the windowed layer.
         windowed = reference[0][0][-1]
         assert (windowed[:-4] == 0).all() and row.shape == (len(ids),)
@@ -74,3 +75,20 @@ def test_families_outside_the_interface_are_refused(tmp_path):
     config.write_text(f'[models.tiny-bloom]\npath = "{save_tiny_bloom(tmp_path / "bloom")}"\n')
     with pytest.raises(ModelLoadError, match=r"Bloom.*outside transformers' attention interface"):
         create_app({"builtin_models": (), "models_config": str(config)})
+
+
+@pytest.mark.slow
+def test_a_single_gguf_file_is_a_user_model(tmp_path):
+    """The smollm2 GGUF itself, allow-listed by path: dequantised at load, same next token as the converted copy."""
+    from models.smollm2 import gguf_path
+
+    config = tmp_path / "models.toml"
+    config.write_text(f'[models.from-gguf]\npath = "{gguf_path()}"\n')
+    client = create_app({"builtin_models": (), "models_config": str(config), "warmup": False}).test_client()
+    (entry,) = client.get("/models").get_json()["models"]
+    assert entry["causal"] is True and entry["family"] == "llama" and entry["dtype"] == "float32"
+    values, meta = values_of(client, model="from-gguf", text="The capital of France is", query="last")
+    assert meta["prediction"]["predicted_label"] == " Paris"
+    reference = smollm2_adapter().capture(TextInput("The capital of France is"),
+                                          CaptureRequest(layers=(29,), rows=(-1,))).stack.weights[0, :, 0].mean(axis=0)
+    np.testing.assert_allclose(values, reference, atol=1e-5)

@@ -65,6 +65,9 @@ def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, sett
         if options.method == "gradient":
             raise InvalidInput("method 'gradient' needs a model input (image or text), not raw weights",
                                 code="invalid_value", field="method")
+        if options.generate:
+            raise InvalidInput("generate needs a causal language model and a text, not raw weights",
+                                code="invalid_value", field="generate")
         capture = Capture(stack=_raw_stack(source.weights, options))
         model_name = None
     else:
