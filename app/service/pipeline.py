@@ -108,10 +108,11 @@ def _raw_stack(weights: np.ndarray, options: VisualizeOptions) -> AttentionStack
 
 
 def _model_facts(info: ModelInfo) -> Facts:
-    return Facts(kind=info.kind, num_layers=info.layers, num_heads=info.heads, model=info.name)
+    return Facts(kind=info.kind, num_layers=info.layers, num_heads=info.heads, model=info.name, causal=info.causal)
 
 
-def _decode_input(options: VisualizeOptions, source: ImageSource | TextSource, settings: Settings) -> ImageInput | TextInput:
+def _decode_input(options: VisualizeOptions, source: ImageSource | TextSource, settings: Settings,
+                  causal: bool) -> ImageInput | TextInput:
     if isinstance(source, ImageSource):
         from app.decode.image import decode_image
 
@@ -122,7 +123,9 @@ def _decode_input(options: VisualizeOptions, source: ImageSource | TextSource, s
     pair = check_text(options.text_pair, limits, "text_pair") if options.text_pair is not None else None
     if options.target_text is not None:
         check_text(options.target_text, limits, "target_text")
-    return TextInput(check_text(source.text, limits, "text"), pair)
+    # Causal LMs capture rows, not T x T, so they take much longer prompts than encoders.
+    chars = limits.max_causal_text_chars if causal else None
+    return TextInput(check_text(source.text, limits, "text", chars), pair)
 
 
 def _capture_from_model(options: VisualizeOptions, source: ImageSource | TextSource, registry: ModelRegistry,
@@ -133,21 +136,36 @@ def _capture_from_model(options: VisualizeOptions, source: ImageSource | TextSou
     check_model_kind(facts, source_kind(source))
     plan = resolve(options, facts, settings.limits)
     with timer.stage("decode"):
-        inputs = _decode_input(options, source, settings)
+        inputs = _decode_input(options, source, settings, facts.causal)
+    limits = settings.limits
     request = CaptureRequest(layers=plan.layers, gradient=plan.method == "gradient",
                              target=options.target, target_text=options.target_text, truncate=options.truncate,
-                             max_tokens=settings.limits.max_tokens)
+                             max_tokens=limits.max_causal_tokens if facts.causal else limits.max_tokens,
+                             rows=plan.rows, generate=plan.generate)
     tokens = adapter.estimate_tokens(inputs, request)
-    needed = adapter.attention_bytes(tokens, len(request.layers)) * (2 if request.gradient else 1)
-    budget = settings.limits.attention_budget_bytes
-    if needed > budget:
-        raise InvalidInput(
-            f"this selection needs about {needed // (1024 * 1024)} MiB of attention for {tokens} tokens; the budget is "
-            f"{budget // (1024 * 1024)} MiB (use method=attention for one layer, or a shorter input)",
-            code="selection_too_large", field="method")
+    _check_budget(adapter, request, tokens, limits.causal_budget_bytes if facts.causal else limits.attention_budget_bytes)
     check_deadline(timer, settings)
     with timer.stage("forward"):
         return plan, _guarded_capture(adapter, inputs, request)
+
+
+def _check_budget(adapter: ModelAdapter, request: CaptureRequest, tokens: int, budget: int) -> None:
+    """422 before any forward pass when what the request would materialise exceeds the budget.
+
+    The adapter counts what it will really hold: for a causal row capture that is rows x T per
+    captured layer plus the pass's activations, not T^2; the message says how many tokens fit.
+    """
+    needed = adapter.working_bytes(tokens, request)
+    if needed <= budget:
+        return
+    fitting = adapter.fitting_tokens(request, budget)
+    what = "attention" if not adapter.info.causal else "attention and activations"
+    hint = ("ask for one query row (query=last or an index) or fewer layers" if adapter.info.causal
+            else "use method=attention for one layer")
+    raise InvalidInput(
+        f"this selection needs about {needed // (1024 * 1024)} MiB of {what} for {tokens} tokens; the budget is "
+        f"{budget // (1024 * 1024)} MiB, which fits this selection for at most {fitting} tokens ({hint}, or a shorter input)",
+        code="selection_too_large", field="method")
 
 
 def _guarded_capture(adapter: ModelAdapter, inputs: ImageInput | TextInput, request: CaptureRequest) -> Capture:

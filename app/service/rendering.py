@@ -15,6 +15,8 @@ from app.service.reduction import ReducedMap
 from app.service.timing import StageTimer
 from models.adapter import Capture
 
+_AXIS_TITLES = {"trace": ("layer", "head"), "layers": ("layer", "key")}
+
 
 def render_matrix(reduced: ReducedMap, capture: Capture, plan: Plan, settings: Settings, timer: StageTimer) -> bytes:
     """A heatmap (matrix), a strip (one row) or, annotated, a labelled figure with a colour bar."""
@@ -29,13 +31,13 @@ def render_matrix(reduced: ReducedMap, capture: Capture, plan: Plan, settings: S
             if drawing.annotate:
                 return annotated.bar_png(reduced.values, reduced.col_labels, size=drawing.size, colormap=drawing.colormap,
                                          max_labels=settings.limits.max_labels, title=title, level=level)
-            return plain.strip_png(scaled, drawing.size, drawing.colormap, level)
+            return plain.strip_png(scaled, drawing.size, drawing.colormap, level, masked=reduced.masked)
         if drawing.annotate:
             return annotated.annotated_png(scaled, low, high, size=drawing.size, colormap=drawing.colormap,
                                            row_labels=reduced.row_labels, col_labels=reduced.col_labels,
                                            max_labels=settings.limits.max_labels, title=title, level=level,
-                                           axis_titles=("layer", "head") if reduced.view == "trace" else ("query", "key"))
-        return plain.heatmap_png(scaled, drawing.size, drawing.colormap, level)
+                                           axis_titles=_AXIS_TITLES.get(reduced.view, ("query", "key")), masked=reduced.masked)
+        return plain.heatmap_png(scaled, drawing.size, drawing.colormap, level, masked=reduced.masked)
 
 
 def render_grid(reduced: ReducedMap, capture: Capture, plan: Plan, settings: Settings, timer: StageTimer) -> bytes:
@@ -71,6 +73,10 @@ def title_of(reduced: ReducedMap, plan: Plan) -> str:
     """The figure title of an annotated map."""
     if reduced.view == "trace":
         return f"{reduced.meta.get('query_token')} \u2192 {reduced.meta.get('key_token')} by layer and head"
+    if reduced.view == "layers":
+        return f"query {reduced.meta.get('query_token')!r} by layer, head {reduced.heads}"
+    if reduced.query == "generated":
+        return f"generated tokens (rows), layer {reduced.layers[0]}, head {reduced.heads}"
     layers = reduced.layers
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers 0-{layers[-1]}"
     title = f"{plan.method}, {where}, head {reduced.heads}"

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.core.errors import InvalidInput, MalformedRequest
 
 Method = Literal["attention", "rollout", "gradient"]
-View = Literal["heatmap", "overlay", "grid", "trace", "text"]
+View = Literal["heatmap", "overlay", "grid", "trace", "text", "layers"]
 Fusion = Literal["mean", "max", "min"]
 
 
@@ -34,7 +34,8 @@ class VisualizeOptions(BaseModel):
     layer: int | None = None
     head: int | Fusion = "mean"
     method: Method = "attention"
-    # An index, "cls", "mean", or the exact text of a token (its first occurrence).
+    # An index (negative counts from the end), "cls", "last", "mean", or the exact text of a token
+    # (its first occurrence).
     query: int | str | None = Field(default=None)
     key: int | str | None = None
     view: View | None = None
@@ -57,6 +58,11 @@ class VisualizeOptions(BaseModel):
     # Leave the model's special tokens (CLS, SEP, BOS...) out of the colour range: they are drawn
     # clipped to it, so a few sink columns no longer flatten everything else to one colour.
     clip_special: bool = False
+    # Causal LMs: greedy tokens to generate (capped by limits.max_generate_tokens); the map's rows
+    # are then the generated tokens.
+    generate: int = Field(default=0, ge=0)
+    # Drop the first key (the attention sink, BOS on models that add one) and renormalise rows.
+    exclude_sink: bool = False
 
 
 # pydantic error types grouped into the API's codes.
@@ -102,7 +108,7 @@ def options_from_json(fields: dict[str, Any]) -> VisualizeOptions:
 
 _LIST_FIELDS = {"tokens", "region"}
 _FORM_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
-_BOOL_FIELDS = {"annotate", "mask_special", "merge_subwords", "truncate", "clip_special"}
+_BOOL_FIELDS = {"annotate", "mask_special", "merge_subwords", "truncate", "clip_special", "exclude_sink"}
 # A token position in a form is written as a (possibly negative) integer, as in JSON; any other
 # text is a token's text. (In JSON, "3" is the text "3" and 3 the position.)
 _POSITION_FIELDS = {"query", "key"}

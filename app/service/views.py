@@ -35,6 +35,7 @@ VIEWS: dict[str, ViewEntry] = {
     "grid": ViewEntry(reduction.reduce_grid, rendering.render_grid),
     "trace": ViewEntry(reduction.reduce_trace, rendering.render_matrix),
     "text": ViewEntry(text_view.reduce_text, text_view.render_text),
+    "layers": ViewEntry(reduction.reduce_layers, rendering.render_matrix),
 }
 
 
