@@ -61,11 +61,8 @@ class HFVisionAdapter(ModelAdapter):
         config: Any = self.model.config
         try:
             self.attention_modules = attention_modules(self.model, int(config.num_hidden_layers))
-        except FamilyError as exc:
-            raise ModelLoadError(name, str(exc)) from None
-        try:
             capture.check_layers(self.model, self.attention_modules)
-        except AttentionNotCaptured as exc:
+        except (FamilyError, AttentionNotCaptured) as exc:
             raise ModelLoadError(name, str(exc)) from None
         self.patch = _pair(config.patch_size)
         self.config_size = _pair(config.image_size)

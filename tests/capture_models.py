@@ -65,6 +65,13 @@ def _phi3() -> Any:
     return Phi3Config(**_DECODER)
 
 
+def _gpt_oss() -> Any:
+    from transformers import GptOssConfig
+    return GptOssConfig(**{**_DECODER, "intermediate_size": 32}, head_dim=8, num_local_experts=2, num_experts_per_tok=1,
+                        sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+
+
 def _bert() -> Any:
     from transformers import BertConfig
     return BertConfig(**_ENCODER)
@@ -119,7 +126,7 @@ def _bloom() -> Any:
 
 CAUSAL: dict[str, Callable[[], Any]] = {
     "gpt2": _gpt2, "llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3,
-    "gemma2": _gemma2, "gemma3": _gemma3, "phi3": _phi3,
+    "gemma2": _gemma2, "gemma3": _gemma3, "phi3": _phi3, "gpt_oss": _gpt_oss,
 }
 TEXT_ENCODERS: dict[str, Callable[[], Any]] = {
     "bert": _bert, "roberta": _roberta, "xlm-roberta": _xlm_roberta, "electra": _electra, "distilbert": _distilbert,

@@ -130,6 +130,22 @@ def test_gemma2_softcap_layers_are_exact_and_local_global_differ(folders: dict[s
     assert max_error(full.weights[0], reference[0]) <= TOLERANCE
 
 
+def test_gpt_oss_sink_logits_are_kept_recorded_or_not(folders: dict[str, Path]) -> None:
+    """SDPA ignores ``s_aux``; the engine computes sink layers exactly, so logits equal eager's."""
+    model = model_of(folders, "gpt_oss")
+    inputs = inputs_of("gpt_oss")
+    model.set_attn_implementation("eager")
+    with torch.inference_mode():
+        eager_logits = model(**inputs).logits
+    model.set_attn_implementation(ATTENTION_NAME)
+    with torch.inference_mode():
+        plain_logits = model(**inputs).logits
+        with recording(CaptureSpec(layers={1}, rows=(-1,))):
+            recorded_logits = model(**inputs).logits
+    assert max_error(plain_logits, eager_logits) <= TOLERANCE
+    assert max_error(recorded_logits, eager_logits) <= TOLERANCE
+
+
 def test_full_layers_alongside_rows(folders: dict[str, Path]) -> None:
     model = model_of(folders, "llama")
     inputs = inputs_of("llama")
