@@ -1,13 +1,16 @@
 # The two commands of the README:
 #   make serve   install into .venv and run attnmap under Gunicorn on the built-in models
 #   make test    install into .venv (with test tools) and run the whole test suite
+#   make image   build the CPU container image attnmap:cpu with podman (scripts/build-image.sh)
+# The Dockerfile installs the project with `make install` too: what the install recipe gains
+# (packages, conversion steps) the image gains.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test lint bench clean
+.PHONY: install serve test lint bench image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +24,8 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@ $(STAMP)
 
+install: $(STAMP)
+
 serve: $(STAMP)
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
@@ -33,6 +38,9 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/http_bench.py
+
+image:
+	scripts/build-image.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
