@@ -9,7 +9,7 @@ FROM ${BASE_IMAGE}
 
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light \
-    && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/* \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /etc/nginx/sites-enabled/* \
     && nginx -v
 
 # Debian's www-data; the config needs no root (it listens on 8080, writes only under /tmp).
