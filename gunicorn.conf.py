@@ -104,14 +104,14 @@ def pre_fork(server, worker):
 
 def post_worker_init(worker):
     """Worker, after app.wsgi built the app (models loaded and warmed): install draining on SIGTERM."""
-    from app.serving import worker_started
+    from app.ops.serving import worker_started
 
     worker_started(worker)
 
 
 def worker_int(worker):
     """Worker, on SIGINT/SIGQUIT (quick shutdown): stop reporting ready."""
-    from app.serving import worker_interrupted
+    from app.ops.serving import worker_interrupted
 
     worker_interrupted(worker)
 

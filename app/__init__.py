@@ -1,23 +1,11 @@
 """attnmap: an HTTP service that renders transformer attention maps.
 
-``create_app`` is imported lazily so that importing a light module such as ``app.attention``
-(which the model side needs) does not pull in the web layer and the model registry, which
-import the model side in turn.
+The package is grouped by layer; each imports only the layers above it in this list:
+
+- ``app.core``: value types, the error tree and the math (no Flask, no torch)
+- ``app.decode`` / ``app.render``: bytes in, pixels out (no Flask, no torch)
+- ``models``: the model side (torch; imports ``app.core`` only)
+- ``app.service``: settings, the request plan, the view table and the pipeline (no Flask)
+- ``app.http`` / ``app.ops``: Flask: the app factory, routes, the error boundary; serving, metrics, logs
+- ``app.wsgi``: Gunicorn's entry point
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from app.factory import create_app
-
-__all__ = ["create_app"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "create_app":
-        from app.factory import create_app
-
-        return create_app
-    raise AttributeError(f"module 'app' has no attribute {name!r}")

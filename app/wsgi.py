@@ -7,9 +7,9 @@ halts with a non-zero status instead of serving without that model. So does a lo
 past ``ATTNMAP_MODEL_LOAD_TIMEOUT_S``.
 """
 
-from app import create_app
-from app.config import load_settings
-from app.serving import exit_on_load_failure, load_deadline
+from app.http.factory import create_app
+from app.ops.serving import exit_on_load_failure, load_deadline
+from app.service.config import load_settings
 from models.device import DeviceUnavailable
 from models.registry import ModelLoadError
 

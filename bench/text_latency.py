@@ -36,13 +36,15 @@ from typing import Any
 
 import torch
 
+from models.registry import open_model
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.config import load_settings  # noqa: E402
-from app.pipeline import Source, run  # noqa: E402
-from app.schemas import VisualizeOptions  # noqa: E402
-from app.timing import StageTimer  # noqa: E402
+from app.service.config import load_settings  # noqa: E402
+from app.service.pipeline import Source, run  # noqa: E402
+from app.service.schemas import VisualizeOptions  # noqa: E402
+from app.service.timing import StageTimer  # noqa: E402
 from models.adapter import CaptureRequest, TextInput  # noqa: E402
 from models.hf_text import HFTextAdapter  # noqa: E402
 from models.registry import ModelRegistry, _minilm_path  # noqa: E402
@@ -166,7 +168,7 @@ def main() -> None:
 
     started = time.perf_counter()
     settings = load_settings(environ={}, overrides={"builtin_models": ()})
-    adapter = HFTextAdapter("minilm", _minilm_path(), device=torch.device("cpu"), dtype=torch.float32)
+    adapter = open_model("minilm", _minilm_path(), device=torch.device("cpu"), dtype=torch.float32)
     load_seconds = time.perf_counter() - started
     registry = ModelRegistry([adapter])
     sdpa = None

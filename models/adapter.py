@@ -2,7 +2,7 @@
 
 Only adapters know model families. The web layer hands them decoded inputs and a
 :class:`CaptureRequest`; they hand back a :class:`Capture` holding an
-:class:`~app.attention.AttentionStack` plus what rendering needs (the image and where the
+:class:`~app.core.attention.AttentionStack` plus what rendering needs (the image and where the
 model's input came from in it).
 """
 
@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from app.attention import AttentionStack
+from app.core.attention import AttentionStack
+from app.core.inputs import ImageInput, TextInput
 
 ModelKind = Literal["vision", "text"]
 
@@ -66,22 +67,6 @@ class CaptureRequest:
     target_text: str | None = None
     truncate: bool = False
     max_tokens: int | None = None
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    """A decoded RGB image (uint8 ``[H, W, 3]``, EXIF orientation applied)."""
-
-    pixels: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TextInput:
-    """A validated text, optionally with a second segment."""
-
-    text: str
-    text_pair: str | None = None
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from app.errors import Unprocessable
+from app.core.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,9 @@ def count_tokens(tokenizer: Any, text: str, pair: str | None) -> int:
     return len(tokenizer(text, pair, truncation=False, verbose=False, split_special_tokens=True)["input_ids"])
 
 
-def too_many_tokens(field_name: str, count: int, cap: int) -> Unprocessable:
+def too_many_tokens(field_name: str, count: int, cap: int) -> InvalidInput:
     """The 422 for an input over the token cap, naming both numbers."""
-    return Unprocessable(f"{field_name} has {count} tokens; this model takes at most {cap} "
+    return InvalidInput(f"{field_name} has {count} tokens; this model takes at most {cap} "
                          "(send truncate=true to cut the input instead)", code="too_many_tokens", field=field_name)
 
 
@@ -80,7 +80,7 @@ def encode(tokenizer: Any, text: str, pair: str | None, *, cap: int, truncate: b
             raise too_many_tokens(field_name, full, cap)
         reserved = tokenizer.num_special_tokens_to_add(pair=pair is not None)
         if cap < reserved + (1 if pair is None else 2):
-            raise Unprocessable(f"a token cap of {cap} leaves no room for text", code="too_many_tokens", field=field_name)
+            raise InvalidInput(f"a token cap of {cap} leaves no room for text", code="too_many_tokens", field=field_name)
         meta.update(truncated=True, tokens_before_truncation=full)
         encoding = _tokenize(tokenizer, text, pair, cap)
     ids = encoding["input_ids"]
@@ -89,7 +89,7 @@ def encode(tokenizer: Any, text: str, pair: str | None, *, cap: int, truncate: b
     if len(special) == len(special_mask):
         # e.g. a lone combining accent that an uncased normaliser strips: a map of [CLS] and
         # [SEP] alone says nothing, and masking the specials would leave an empty matrix.
-        raise Unprocessable(f"{field_name} has no tokens left after the model's normalisation", code="empty_text",
+        raise InvalidInput(f"{field_name} has no tokens left after the model's normalisation", code="empty_text",
                             field=field_name)
     if pair is not None:
         sequences = encoding.sequence_ids(0)

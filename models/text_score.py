@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from app.errors import Unprocessable
+from app.core.errors import InvalidInput
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -30,13 +30,13 @@ def check_target(target: int | None, target_text: str | None, labels: tuple[str,
     """422 for a target the model cannot explain (before any forward pass)."""
     if labels:
         if target_text is not None:
-            raise Unprocessable("target_text applies to sentence-embedding models; this model has a classification "
+            raise InvalidInput("target_text applies to sentence-embedding models; this model has a classification "
                                 "head, so choose a class with target", code="invalid_value", field="target_text")
         if target is not None and target >= len(labels):
-            raise Unprocessable(f"target must be a class index in [0, {len(labels) - 1}]; got {target}",
+            raise InvalidInput(f"target must be a class index in [0, {len(labels) - 1}]; got {target}",
                                 code="out_of_range", field="target")
     elif target is not None:
-        raise Unprocessable("target needs a model with a classification head; for this sentence encoder leave it out "
+        raise InvalidInput("target needs a model with a classification head; for this sentence encoder leave it out "
                             "(embedding norm) or give target_text (similarity)", code="invalid_value", field="target")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import create_app
+from app.http.factory import create_app
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

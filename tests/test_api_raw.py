@@ -10,8 +10,8 @@ import torch
 from safetensors.numpy import save as save_numpy
 from safetensors.torch import save as save_torch
 
-from app import create_app
-from app.state import state
+from app.http.factory import create_app
+from app.http.state import state
 from tests.conftest import decode_png
 
 SOFTMAX = (np.exp(np.random.default_rng(0).normal(size=(2, 3, 5, 5)))).astype(np.float64)
@@ -63,7 +63,7 @@ def test_json_values_match_reduction(client, head):
 
 def test_rollout_and_query_row(client):
     body = client.post("/visualize", json={"weights": SOFTMAX.tolist(), "method": "rollout", "query": 0, "format": "json"}).get_json()
-    from app.reduce import rollout
+    from app.core.reduce import rollout
 
     np.testing.assert_allclose(body["values"], rollout(SOFTMAX.astype(np.float32).astype(np.float64))[0], atol=1e-6)
     assert body["meta"]["layers"] == [0, 1] and body["meta"]["query"] == 0
@@ -242,7 +242,7 @@ def test_not_ready_is_503_with_retry_after(app, client):
 
 
 def test_unexpected_error_is_a_generic_500(app, client, monkeypatch):
-    import app.routes as routes
+    import app.http.routes as routes
 
     def explode(*args, **kwargs):
         raise RuntimeError("secret internal detail /work/main/app")

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from app.config import load_settings
+from app.service.config import load_settings
 from models.device import cgroup_cpu_quota, cpu_threads_per_worker, usable_cores
 from models.registry import build_registry
 from tests.live import gunicorn_server

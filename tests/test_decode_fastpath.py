@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.config import Limits
+from app.core.errors import AttnmapError, InvalidInput
 from app.decode.jsonbody import _count_members, _count_nested_members, parse_json_object
 from app.decode.tensor import _check_shape, _finite_float32, _has_non_number, _list_shape, weights_from_json
-from app.errors import ApiError, Unprocessable
+from app.service.config import Limits
 
 LIMITS = Limits()
 
@@ -28,25 +28,25 @@ LIMITS = Limits()
 def reference_weights_from_json(value: Any, limits: Limits, *, may_hold_literals: bool = True) -> np.ndarray:
     """The original implementation: element walk first (when the body had literals), then numpy."""
     if not isinstance(value, list):
-        raise Unprocessable("weights must be a nested list of numbers", code="invalid_type", field="weights")
+        raise InvalidInput("weights must be a nested list of numbers", code="invalid_type", field="weights")
     shape = _list_shape(value, limits)
     if len(shape) < 2 or 0 in shape:
         if 0 in shape:
-            raise Unprocessable("weights must not be empty", code="empty_tensor", field="weights")
-        raise Unprocessable("rank", code="invalid_rank", field="weights")
+            raise InvalidInput("weights must not be empty", code="empty_tensor", field="weights")
+        raise InvalidInput("rank", code="invalid_rank", field="weights")
     _check_shape(shape, limits)
     if may_hold_literals and _has_non_number(value):
-        raise Unprocessable("weights must contain only numbers", code="invalid_element_type", field="weights")
+        raise InvalidInput("weights must contain only numbers", code="invalid_element_type", field="weights")
     try:
         array = np.array(value)
     except (ValueError, OverflowError):
-        raise Unprocessable("ragged", code="ragged_array", field="weights") from None
+        raise InvalidInput("ragged", code="ragged_array", field="weights") from None
     if array.shape != shape:
-        raise Unprocessable("ragged", code="ragged_array", field="weights")
+        raise InvalidInput("ragged", code="ragged_array", field="weights")
     if array.dtype.kind not in "fi":
         if array.dtype.kind == "O" and not _has_non_number(value):
-            raise Unprocessable("out of range", code="value_out_of_range", field="weights")
-        raise Unprocessable("weights must contain only numbers", code="invalid_element_type", field="weights")
+            raise InvalidInput("out of range", code="value_out_of_range", field="weights")
+        raise InvalidInput("weights must contain only numbers", code="invalid_element_type", field="weights")
     return _finite_float32(array)
 
 
@@ -54,8 +54,8 @@ def outcome(function: Any, *args: Any, **kwargs: Any) -> tuple[str, Any]:
     """('ok', array) or ('error', (status, code, field)) for comparing two implementations."""
     try:
         return "ok", function(*args, **kwargs)
-    except ApiError as exc:
-        return "error", (exc.status, exc.code, exc.field)
+    except AttnmapError as exc:
+        return "error", (type(exc).__name__, exc.code, exc.field)
 
 
 def assert_same(value: Any) -> None:
@@ -186,11 +186,11 @@ def test_parse_json_object_matches_the_original(body: bytes) -> None:
 def reference_finite_float32(array: np.ndarray) -> np.ndarray:
     """The original check: an isfinite pass, then a magnitude pass for non-float32 input."""
     if not np.isfinite(array).all():
-        raise Unprocessable("non-finite", code="non_finite_values", field="weights")
+        raise InvalidInput("non-finite", code="non_finite_values", field="weights")
     if array.dtype != np.float32:
         limit = float(np.finfo(np.float32).max)
         if array.size and float(np.abs(array).max()) > limit:
-            raise Unprocessable("range", code="value_out_of_range", field="weights")
+            raise InvalidInput("range", code="value_out_of_range", field="weights")
     return np.ascontiguousarray(array, dtype=np.float32)
 
 

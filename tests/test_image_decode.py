@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.config import Limits
+from app.core.errors import AttnmapError
 from app.decode.image import decode_image
-from app.errors import ApiError
+from app.service.config import Limits
 from tests.conftest import decode_png
 from tests.vision_support import app_for, build_tiny, load_adapter, png_bytes, post_image, random_image
 
@@ -229,7 +229,7 @@ def test_limits_are_checked_before_pixels_are_decoded(monkeypatch):
     loads = []
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self.size))
     for data in (png_claiming(6000, 5000), encoded(Image.new("RGB", (1000, 10)), "PNG"), encoded(rgb(), "GIF")):
-        with pytest.raises(ApiError):
+        with pytest.raises(AttnmapError):
             decode_image(data, Limits())
     assert loads == []
 

@@ -9,9 +9,9 @@ import requests
 from werkzeug.formparser import parse_form_data
 from werkzeug.test import EnvironBuilder
 
-from app.config import Limits
+from app.core.errors import MalformedRequest, TooLarge
 from app.decode.multipart import parse_multipart
-from app.errors import BadRequest, PayloadTooLarge
+from app.service.config import Limits
 
 LIMITS = Limits()
 B = "b0undary"
@@ -104,23 +104,23 @@ def test_malformed_bodies_are_400(case):
     body = body_of(part)
     if mangle is not None:
         body = mangle(body)
-    with pytest.raises(BadRequest) as raised:
+    with pytest.raises(MalformedRequest) as raised:
         parse_multipart(body, B, LIMITS)
     assert raised.value.code == "malformed_multipart"
 
 
 @pytest.mark.parametrize("boundary", ["", "x" * 201, 'has"quote', "new\nline"])
 def test_bad_boundaries_are_400(boundary):
-    with pytest.raises(BadRequest):
+    with pytest.raises(MalformedRequest):
         parse_multipart(b"--x\r\n", boundary, LIMITS)
 
 
 def test_part_count_and_field_size_limits_are_413():
     limits = Limits(max_form_parts=3, max_form_field_bytes=10)
     parse_multipart(body_of(*(field(f"f{i}", b"1") for i in range(3))), B, limits)
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(TooLarge):
         parse_multipart(body_of(*(field(f"f{i}", b"1") for i in range(4))), B, limits)
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(TooLarge):
         parse_multipart(body_of(field("text", b"x" * 11)), B, limits)
     # File parts are bounded by the body limit, not the field limit.
     files = parse_multipart(body_of(b'Content-Disposition: form-data; name="weights"; filename="w"\r\n\r\n' + b"x" * 100), B, limits)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from app.schemas import VisualizeOptions
+from app.service.schemas import VisualizeOptions
 from tests.live import ROOT, gunicorn_server
 
 SPEC = yaml.safe_load((ROOT / "openapi.yaml").read_text())

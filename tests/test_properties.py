@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from app import create_app
-from app.reduce import fuse_heads, rollout
+from app.core.reduce import fuse_heads, rollout
+from app.http.factory import create_app
 from app.render.normalize import normalize
 from tests.conftest import decode_png
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from app.errors import Unprocessable
-from app.reduce import (
+from app.core.errors import InvalidInput
+from app.core.reduce import (
     fuse_heads,
     gradient_relevance,
     normalize_rows,
@@ -48,7 +48,7 @@ def test_rollout_rows_stay_stochastic_with_discard_and_max_fusion():
 def test_discard_keeps_cls_self_edge():
     layer = np.full((1, 1, 3, 3), 1 / 3)
     layer[0, 0, 0] = [0.01, 0.5, 0.49]  # CLS self-edge is the smallest weight
-    from app.reduce import _discard_smallest
+    from app.core.reduce import _discard_smallest
 
     kept = _discard_smallest(layer[0, 0], 0.2)
     assert kept[0, 0] == pytest.approx(0.01)
@@ -69,7 +69,7 @@ def test_layer_indexing_with_negative_layers():
     assert resolve_layer(None, 6) == 5
     assert resolve_layer(2, 6) == 2
     for bad in (6, -7, 10**30):
-        with pytest.raises(Unprocessable) as info:
+        with pytest.raises(InvalidInput) as info:
             resolve_layer(bad, 6)
         assert info.value.code == "out_of_range" and "[-6, 5]" in info.value.message
 
@@ -77,7 +77,7 @@ def test_layer_indexing_with_negative_layers():
 def test_head_must_be_in_range_and_never_negative():
     assert resolve_head(0, 4) == 0 and resolve_head("max", 4) == "max"
     for bad in (-1, 4):
-        with pytest.raises(Unprocessable) as info:
+        with pytest.raises(InvalidInput) as info:
             resolve_head(bad, 4)
         assert info.value.field == "head" and "[0, 3]" in info.value.message
 
@@ -100,7 +100,7 @@ def test_query_selection():
     np.testing.assert_array_equal(select_query(matrix, -1, num_tokens=3), [6, 7, 8])
     np.testing.assert_array_equal(select_query(matrix, "mean", num_tokens=3), [3, 4, 5])
     assert select_query(matrix, None, num_tokens=3) is matrix
-    with pytest.raises(Unprocessable):
+    with pytest.raises(InvalidInput):
         select_query(matrix, 3, num_tokens=3)
 
 
@@ -116,5 +116,5 @@ def test_rollout_row_equals_the_row_of_the_full_rollout(head, discard_ratio):
 
 def test_query_index_counts_negatives_from_the_end_and_names_the_range():
     assert (query_index("cls", 5), query_index(3, 5), query_index(-1, 5)) == (0, 3, 4)
-    with pytest.raises(Unprocessable, match=r"\[-5, 4\]"):
+    with pytest.raises(InvalidInput, match=r"\[-5, 4\]"):
         query_index(5, 5)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app
-from app.auth import token_matches
-from app.logging_setup import JsonFormatter
-from app.serving import WORKER_BOOT_ERROR, exit_on_load_failure, load_deadline, worker_started
-from app.state import state
+from app.http.auth import token_matches
+from app.http.factory import create_app
+from app.http.state import state
+from app.ops.logging_setup import JsonFormatter
+from app.ops.serving import WORKER_BOOT_ERROR, exit_on_load_failure, load_deadline, worker_started
 from models.registry import ModelLoadError, ModelRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +161,7 @@ def test_auth_leaves_probes_metrics_contract_and_page_open():
 
 
 def test_token_comparison_checks_every_token():
-    from app.auth import _digest
+    from app.http.auth import _digest
 
     digests = [_digest(token) for token in TOKENS]
     assert token_matches(TOKENS[1], digests) and not token_matches(TOKENS[1][:-1], digests)
@@ -244,7 +244,7 @@ def test_model_load_failure_exits_with_worker_boot_error(records):
 
 def test_load_deadline_ends_a_hung_load_with_worker_boot_error_naming_the_model():
     script = ("import time\n"
-              "from app.serving import load_deadline\n"
+              "from app.ops.serving import load_deadline\n"
               "from models.registry import loading_now\n"
               "loading_now[:] = ['slow-vit']\n"
               "with load_deadline(0.5):\n"

@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from app.config import Limits, Settings
+from app.service.config import Limits, Settings
 from tests.conftest import require_binary
 from tests.serving_support import render_nginx_conf
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from app import create_app
-from app.state import state
+from app.http.factory import create_app
+from app.http.state import state
 from models.hooks import hooks_on
 from models.registry import ModelRegistry
 from tests.conftest import decode_png
@@ -161,7 +161,7 @@ def test_512_tokens_on_one_layer_fit_the_budget(client, app, adapter):
 
 
 def test_display_pooling_keeps_rows_stochastic():
-    from app.tokens import pool_blocks
+    from app.core.tokens import pool_blocks
 
     rng = np.random.default_rng(0)
     matrix = rng.random((300, 300))

@@ -1,3 +1,4 @@
+
 """HFTextAdapter with the built-in MiniLM, below the HTTP layer: capture, early stop, gradients, caps."""
 
 import time
@@ -6,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.errors import Unprocessable
+from app.core.errors import InvalidInput
 from models.adapter import CaptureRequest, TextInput
-from models.hf_text import HFTextAdapter
 from models.hooks import hooks_on
+from models.registry import open_model
 from models.text_score import mean_pool
 from tests.text_models import count_calls, minilm_path, reference_attentions, reference_inputs, reference_model
 
@@ -21,7 +22,7 @@ def adapter():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")  # must not matter: everything is read from the package folder
         patch.setenv("TRANSFORMERS_OFFLINE", "1")
-        return HFTextAdapter("minilm", minilm_path(), device=torch.device("cpu"), dtype=torch.float32)
+        return open_model("minilm", minilm_path(), device=torch.device("cpu"), dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +125,10 @@ def test_estimate_tokens_runs_no_forward(adapter):
 
 def test_token_cap_and_truncation(adapter):
     long_text = " ".join(["word"] * 600)  # 602 tokens with [CLS]/[SEP]
-    with pytest.raises(Unprocessable) as info:
+    with pytest.raises(InvalidInput) as info:
         adapter.estimate_tokens(TextInput(long_text), CaptureRequest(layers=(0,)))
     assert info.value.code == "too_many_tokens" and "602" in info.value.message and "512" in info.value.message
-    with pytest.raises(Unprocessable):
+    with pytest.raises(InvalidInput):
         adapter.capture(TextInput(long_text), CaptureRequest(layers=(0,)))
     request = CaptureRequest(layers=(0,), truncate=True)
     assert adapter.estimate_tokens(TextInput(long_text), request) == 512
@@ -176,17 +177,17 @@ def test_gradient_works_inside_inference_mode(adapter):
 
 
 def test_target_rules_for_a_sentence_model(adapter):
-    with pytest.raises(Unprocessable) as info:
+    with pytest.raises(InvalidInput) as info:
         adapter.estimate_tokens(TextInput("x"), CaptureRequest(layers=(0,), gradient=True, target=1))
     assert info.value.field == "target"
     long_target = " ".join(["word"] * 600)
-    with pytest.raises(Unprocessable) as info:
+    with pytest.raises(InvalidInput) as info:
         adapter.estimate_tokens(TextInput("x"), CaptureRequest(layers=(0,), gradient=True, target_text=long_target))
     assert info.value.field == "target_text" and info.value.code == "too_many_tokens"
 
 
 def test_layers_out_of_range(adapter):
-    with pytest.raises(Unprocessable) as info:
+    with pytest.raises(InvalidInput) as info:
         adapter.capture(TextInput("x y"), CaptureRequest(layers=(6,)))
     assert info.value.code == "out_of_range"
 
@@ -214,7 +215,7 @@ def test_special_token_strings_in_user_text_stay_text(adapter):
 
 
 def test_text_that_tokenises_to_nothing(adapter):
-    with pytest.raises(Unprocessable) as info:  # the uncased normaliser strips a lone combining accent
+    with pytest.raises(InvalidInput) as info:  # the uncased normaliser strips a lone combining accent
         adapter.capture(TextInput("\u0301"), CaptureRequest(layers=(0,)))
     assert (info.value.code, info.value.field) == ("empty_text", "text")
     assert adapter.capture(TextInput("ok", "\u0301"), CaptureRequest(layers=(0,))).stack.tokens == ["[CLS]", "ok", "[SEP]", "[SEP]"]

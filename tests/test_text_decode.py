@@ -4,15 +4,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.config import Limits
+from app.core.errors import InvalidInput
 from app.decode.text import MAX_COMBINING_RUN, check_text
-from app.errors import Unprocessable
+from app.service.config import Limits
 
 LIMITS = Limits()
 
 
-def rejected(value: str, field: str = "text") -> Unprocessable:
-    with pytest.raises(Unprocessable) as info:
+def rejected(value: str, field: str = "text") -> InvalidInput:
+    with pytest.raises(InvalidInput) as info:
         check_text(value, LIMITS, field)
     assert info.value.field == field
     assert field in info.value.message
@@ -70,7 +70,7 @@ def test_accepted_text_is_safe(value):
     """Whatever passes is encodable, visible, and free of the rejected character classes."""
     try:
         result = check_text(value, LIMITS, "text")
-    except Unprocessable as exc:
+    except InvalidInput as exc:
         assert exc.code in {"empty_text", "invalid_text"}
         return
     result.encode("utf-8")

@@ -1,3 +1,4 @@
+
 """User text models from local directories: tiny random BERT (classifier), RoBERTa and DistilBERT."""
 
 import json
@@ -6,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from app import create_app
-from app.errors import Unprocessable
+from app.core.errors import InvalidInput
+from app.http.factory import create_app
 from models.adapter import CaptureRequest, TextInput
-from models.hf_text import HFTextAdapter
-from models.registry import ModelLoadError, ModelRegistry, ModelSpec, load_adapter
+from models.registry import ModelLoadError, ModelRegistry, ModelSpec, load_adapter, open_model
 from tests.conftest import decode_png
 from tests.test_api_raw import assert_error
 from tests.text_models import (
@@ -98,7 +98,7 @@ def test_roberta_pair_and_byte_level_merge(client):
 
 def test_classifier_gradient_matches_direct_autograd(model_dirs):
     path = model_dirs["tiny-bert-cls"]
-    adapter = HFTextAdapter("tiny-bert-cls", path, device=CPU, dtype=torch.float32)
+    adapter = open_model("tiny-bert-cls", path, device=CPU, dtype=torch.float32)
     reference = reference_model(path, classifier=True)
     inputs = reference_inputs(path, TEXT, "A smoker.")
     for target in (None, 2):
@@ -110,7 +110,7 @@ def test_classifier_gradient_matches_direct_autograd(model_dirs):
         np.testing.assert_allclose(capture.stack.gradients, expected, atol=1e-5 * max(1.0, np.abs(expected).max()), rtol=0)
         assert capture.prediction["target"] == chosen and capture.prediction["score_kind"] == "logit"
         assert capture.prediction["score"] == pytest.approx(float(output.logits[0, chosen].detach()), abs=1e-5)
-        from app.reduce import gradient_relevance
+        from app.core.reduce import gradient_relevance
 
         relevance = gradient_relevance(capture.stack.weights, capture.stack.gradients)
         np.testing.assert_allclose(relevance, reference_chefer(list(output.attentions), list(gradients)), atol=1e-6)
@@ -128,7 +128,7 @@ def test_classifier_target_rules_and_prediction(client):
 
 
 def test_distilbert_early_stop(model_dirs):
-    adapter = HFTextAdapter("d", model_dirs["tiny-distilbert"], device=CPU, dtype=torch.float32)
+    adapter = open_model("d", model_dirs["tiny-distilbert"], device=CPU, dtype=torch.float32)
     counts, handles = count_calls(list(adapter.model.transformer.layer))
     try:
         adapter.capture(TextInput(TEXT), CaptureRequest(layers=(0,)))
@@ -141,7 +141,7 @@ def test_distilbert_early_stop(model_dirs):
 @pytest.mark.parametrize("implementation", ["sdpa"])
 def test_fused_attention_fails_the_load_self_check(model_dirs, implementation):
     with pytest.raises(ModelLoadError, match="eager"):
-        HFTextAdapter("forced", model_dirs["tiny-roberta"], device=CPU, dtype=torch.float32, attn_implementation=implementation)
+        open_model("forced", model_dirs["tiny-roberta"], device=CPU, dtype=torch.float32, attn_implementation=implementation)
 
 
 def test_unusable_directories_fail_to_load(model_dirs, tmp_path):
@@ -164,13 +164,13 @@ def test_unusable_directories_fail_to_load(model_dirs, tmp_path):
 
 
 def test_injected_registry_with_a_service_token_cap(model_dirs):
-    adapter = HFTextAdapter("bert", model_dirs["tiny-bert-cls"], device=CPU, dtype=torch.float32)
+    adapter = open_model("bert", model_dirs["tiny-bert-cls"], device=CPU, dtype=torch.float32)
     app = create_app({"builtin_models": (), "limits": {"max_tokens": 8}}, registry=ModelRegistry([adapter]))
     client = app.test_client()
     response = client.post("/visualize", json={"text": "one two three four five six seven", "model": "bert"})
     assert_error(response, 422, "too_many_tokens", "text")
     assert "9 tokens" in response.get_json()["error"]["message"] and "at most 8" in response.get_json()["error"]["message"]
-    with pytest.raises(Unprocessable):
+    with pytest.raises(InvalidInput):
         adapter.estimate_tokens(TextInput("one two three four five six seven"), CaptureRequest(layers=(0,), max_tokens=8))
     values, meta = values_of(client, text="one two three four five six seven", model="bert", truncate=True)
     assert values.shape == (8, 8) and meta["truncated"] is True

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import create_app
+from app.http.factory import create_app
 from models.registry import BUILTIN_DIR
 from tests.test_image_decode import with_orientation
 from tests.vision_support import png_bytes, post_image

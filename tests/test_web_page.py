@@ -22,8 +22,8 @@ import pytest
 import requests
 from PIL import Image
 
-from app import create_app
-from app.web import CONTENT_SECURITY_POLICY
+from app.http.factory import create_app
+from app.http.web import CONTENT_SECURITY_POLICY
 from models.adapter import ModelAdapter, ModelInfo
 from models.registry import BUILTIN_DIR, ModelRegistry
 from tests.conftest import require_binary

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.config import Limits
-from app.errors import PayloadTooLarge, Unprocessable, UnsupportedMedia
-from models.adapter import ImageInput
+from app.core.errors import InvalidInput, TooLarge, UnsupportedFormat
+from app.core.inputs import ImageInput
+from app.service.config import Limits
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 # What transparent pixels become: white, like a transparent image on a plain page.
@@ -41,7 +41,7 @@ def decode_image(data: bytes, limits: Limits) -> ImageInput:
     elongated images, and 422 ``corrupt_image`` when the pixel data cannot be decoded.
     """
     if len(data) > limits.max_image_bytes:
-        raise PayloadTooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
+        raise TooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
     image = _open(data, limits)
     width, height = image.size
     meta: dict[str, Any] = {"format": image.format, "mode": image.mode, "stored_size": [width, height]}
@@ -55,7 +55,7 @@ def decode_image(data: bytes, limits: Limits) -> ImageInput:
             image = ImageOps.exif_transpose(image)
         pixels = _to_rgb(image, meta)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise Unprocessable(f"the image data is corrupt or truncated ({_short(exc)})", code="corrupt_image", field="image") from None
+        raise InvalidInput(f"the image data is corrupt or truncated ({_short(exc)})", code="corrupt_image", field="image") from None
     meta["orientation"] = orientation or 1
     meta["orientation_applied"] = orientation not in (None, 1)
     meta["size"] = [int(pixels.shape[1]), int(pixels.shape[0])]
@@ -65,19 +65,19 @@ def decode_image(data: bytes, limits: Limits) -> ImageInput:
 def _open(data: bytes, limits: Limits) -> Image.Image:
     """Identify the format (allow-list only) and check the header size; decodes no pixels."""
     if not data:
-        raise UnsupportedMedia("the image is empty; send a PNG, JPEG or WebP file", code="unsupported_image_format", field="image")
+        raise UnsupportedFormat("the image is empty; send a PNG, JPEG or WebP file", code="unsupported_image_format", field="image")
     try:
         with warnings.catch_warnings():
             # Pillow's bomb warning (1x-2x its limit) becomes an error; our own cap is stricter anyway.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
     except UnidentifiedImageError:
-        raise UnsupportedMedia("the image format is not supported; send PNG, JPEG or WebP",
+        raise UnsupportedFormat("the image format is not supported; send PNG, JPEG or WebP",
                                code="unsupported_image_format", field="image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise Unprocessable(f"the image has more than {limits.max_image_pixels} pixels", code="image_too_large", field="image") from None
+        raise InvalidInput(f"the image has more than {limits.max_image_pixels} pixels", code="image_too_large", field="image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise Unprocessable(f"the image header is corrupt ({_short(exc)})", code="corrupt_image", field="image") from None
+        raise InvalidInput(f"the image header is corrupt ({_short(exc)})", code="corrupt_image", field="image") from None
     _check_dimensions(image.size, limits)
     return image
 
@@ -85,13 +85,13 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
 def _check_dimensions(size: tuple[int, int], limits: Limits) -> None:
     width, height = size
     if width * height > limits.max_image_pixels:
-        raise Unprocessable(f"the image has {width}x{height} pixels; the limit is {limits.max_image_pixels} pixels",
+        raise InvalidInput(f"the image has {width}x{height} pixels; the limit is {limits.max_image_pixels} pixels",
                             code="image_too_large", field="image")
     if min(width, height) < limits.min_image_side:
-        raise Unprocessable(f"the image is {width}x{height}; each side must be at least {limits.min_image_side} px",
+        raise InvalidInput(f"the image is {width}x{height}; each side must be at least {limits.min_image_side} px",
                             code="invalid_dimensions", field="image")
     if max(width, height) / min(width, height) > limits.max_image_aspect:
-        raise Unprocessable(f"the image is {width}x{height}; the aspect ratio may be at most {limits.max_image_aspect:g}:1",
+        raise InvalidInput(f"the image is {width}x{height}; the aspect ratio may be at most {limits.max_image_aspect:g}:1",
                             code="invalid_dimensions", field="image")
 
 

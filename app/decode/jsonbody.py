@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.errors import BadRequest, Unprocessable
+from app.core.errors import InvalidInput, MalformedRequest
 
 # A quote that ends a string, followed by a colon, can only be an object key in valid JSON.
 _KEY_END = re.compile(rb'"\s*:')
@@ -59,21 +59,21 @@ def _strict_stdlib(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest("request body is not valid UTF-8", code="malformed_json") from None
+        raise MalformedRequest("request body is not valid UTF-8", code="malformed_json") from None
     try:
         return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
     except _DuplicateKey as exc:
-        raise BadRequest(f"duplicate key {exc.key!r} in JSON object", code="duplicate_key", field=exc.key) from None
+        raise MalformedRequest(f"duplicate key {exc.key!r} in JSON object", code="duplicate_key", field=exc.key) from None
     except RecursionError:
-        raise BadRequest("JSON nesting is too deep", code="nesting_too_deep") from None
+        raise MalformedRequest("JSON nesting is too deep", code="nesting_too_deep") from None
     except ValueError as exc:  # JSONDecodeError and int_max_str_digits
-        raise BadRequest(f"malformed JSON: {str(exc)[:120]}", code="malformed_json") from None
+        raise MalformedRequest(f"malformed JSON: {str(exc)[:120]}", code="malformed_json") from None
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """Parse a request body that must be one JSON object with unique keys."""
     if not body.strip():
-        raise BadRequest("request body is empty", code="malformed_json")
+        raise MalformedRequest("request body is empty", code="malformed_json")
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -82,7 +82,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         if isinstance(value, dict) and _may_have_duplicate_keys(body, value):
             value = _strict_stdlib(body)
     if not isinstance(value, dict):
-        raise Unprocessable("request body must be a JSON object", code="invalid_body")
+        raise InvalidInput("request body must be a JSON object", code="invalid_body")
     return value
 
 

@@ -20,8 +20,8 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 
-from app.config import Limits
-from app.errors import BadRequest, PayloadTooLarge
+from app.core.errors import MalformedRequest, TooLarge
+from app.service.config import Limits
 
 # RFC 2046 says 1-70 characters, but real encoders exceed it (Werkzeug's own test client writes
 # 69-72); any printable ASCII except quotes, up to 200, covers every client seen in practice.
@@ -48,8 +48,8 @@ class MultipartForm:
     files: dict[str, list[FilePart]] = field(default_factory=dict)
 
 
-def _malformed(message: str) -> BadRequest:
-    return BadRequest(message, code="malformed_multipart")
+def _malformed(message: str) -> MalformedRequest:
+    return MalformedRequest(message, code="malformed_multipart")
 
 
 def parse_multipart(body: bytes, boundary: str, limits: Limits) -> MultipartForm:
@@ -85,7 +85,7 @@ def parse_multipart(body: bytes, boundary: str, limits: Limits) -> MultipartForm
             raise _malformed("multipart body is truncated (no closing boundary)")
         parts += 1
         if parts > limits.max_form_parts:
-            raise PayloadTooLarge(f"the form has more than {limits.max_form_parts} parts", code="payload_too_large")
+            raise TooLarge(f"the form has more than {limits.max_form_parts} parts", code="payload_too_large")
         _add_part(form, body, start, end, limits)
         position = end + 2
 
@@ -116,12 +116,12 @@ def _add_part(form: MultipartForm, body: bytes, start: int, end: int, limits: Li
         form.files.setdefault(name, []).append(FilePart(filename=filename, data=content))
         return
     if len(content) > limits.max_form_field_bytes:
-        raise PayloadTooLarge(f"form field {name[:64]!r} is larger than {limits.max_form_field_bytes} bytes",
+        raise TooLarge(f"form field {name[:64]!r} is larger than {limits.max_form_field_bytes} bytes",
                               code="payload_too_large")
     try:
         value = content.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest(f"form field {name[:64]!r} is not valid UTF-8", code="malformed_multipart", field=name[:64]) from None
+        raise MalformedRequest(f"form field {name[:64]!r} is not valid UTF-8", code="malformed_multipart", field=name[:64]) from None
     form.fields.setdefault(name, []).append(value)
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from app.config import Limits
-from app.errors import Unprocessable, UnsupportedMedia
+from app.core.errors import InvalidInput, UnsupportedFormat
+from app.service.config import Limits
 
 FIELD = "weights"
 _NPY_MAGIC = b"\x93NUMPY"
@@ -30,20 +30,20 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 def _check_shape(shape: tuple[int, ...], limits: Limits) -> None:
     """Rank 2-4, no empty axis, each axis and the element count within their caps."""
     if not 2 <= len(shape) <= 4:
-        raise Unprocessable(
+        raise InvalidInput(
             f"weights must have rank 2 [Q,K], 3 [H,Q,K] or 4 [L,H,Q,K]; got rank {len(shape)}",
             code="invalid_rank", field=FIELD,
         )
     if any(dim == 0 for dim in shape):
-        raise Unprocessable("weights must not be empty", code="empty_tensor", field=FIELD)
+        raise InvalidInput("weights must not be empty", code="empty_tensor", field=FIELD)
     if max(shape) > limits.max_tensor_dim:
-        raise Unprocessable(
+        raise InvalidInput(
             f"each weights axis must be at most {limits.max_tensor_dim}; got shape {list(shape)}",
             code="tensor_too_large", field=FIELD,
         )
     elements = math.prod(shape)  # Python int: no overflow for absurd claims
     if elements > limits.max_tensor_elements:
-        raise Unprocessable(
+        raise InvalidInput(
             f"weights hold {elements} elements; the limit is {limits.max_tensor_elements}",
             code="tensor_too_large", field=FIELD,
         )
@@ -55,9 +55,9 @@ def _finite_float32(array: np.ndarray) -> np.ndarray:
     # element is (np.max propagates NaN), and it is what float32 must be able to hold.
     peak = float(np.abs(array).max()) if array.size else 0.0
     if not math.isfinite(peak):
-        raise Unprocessable("weights contain NaN or Infinity", code="non_finite_values", field=FIELD)
+        raise InvalidInput("weights contain NaN or Infinity", code="non_finite_values", field=FIELD)
     if array.dtype != np.float32 and peak > _FLOAT32_MAX:
-        raise Unprocessable(
+        raise InvalidInput(
             "weights contain values beyond the float32 range", code="value_out_of_range", field=FIELD
         )
     return np.ascontiguousarray(array, dtype=np.float32)
@@ -70,7 +70,7 @@ def _list_shape(value: Any, limits: Limits) -> tuple[int, ...]:
     while isinstance(probe, list):
         shape.append(len(probe))
         if len(shape) > 4:
-            raise Unprocessable(
+            raise InvalidInput(
                 "weights must have rank 2 [Q,K], 3 [H,Q,K] or 4 [L,H,Q,K]; got rank 5 or more",
                 code="invalid_rank", field=FIELD,
             )
@@ -111,12 +111,12 @@ def weights_from_json(value: Any, limits: Limits, *, may_hold_literals: bool | C
     (and so the same error codes) as a walk done up front.
     """
     if not isinstance(value, list):
-        raise Unprocessable("weights must be a nested list of numbers", code="invalid_type", field=FIELD)
+        raise InvalidInput("weights must be a nested list of numbers", code="invalid_type", field=FIELD)
     shape = _list_shape(value, limits)
     if len(shape) < 2 or 0 in shape:
         if 0 in shape:
-            raise Unprocessable("weights must not be empty", code="empty_tensor", field=FIELD)
-        raise Unprocessable(
+            raise InvalidInput("weights must not be empty", code="empty_tensor", field=FIELD)
+        raise InvalidInput(
             f"weights must have rank 2 [Q,K], 3 [H,Q,K] or 4 [L,H,Q,K]; got rank {len(shape)}",
             code="invalid_rank", field=FIELD,
         )
@@ -131,14 +131,14 @@ def weights_from_json(value: Any, limits: Limits, *, may_hold_literals: bool | C
     # Exact path: the order of these checks decides which error a doubly-wrong input gets.
     literals = may_hold_literals() if callable(may_hold_literals) else may_hold_literals
     if literals and _has_non_number(value):
-        raise Unprocessable("weights must contain only numbers", code="invalid_element_type", field=FIELD)
+        raise InvalidInput("weights must contain only numbers", code="invalid_element_type", field=FIELD)
     if array is None or array.shape != shape:
-        raise Unprocessable("weights rows have different lengths (ragged)", code="ragged_array", field=FIELD)
+        raise InvalidInput("weights rows have different lengths (ragged)", code="ragged_array", field=FIELD)
     if array.dtype.kind not in "fi":
         if array.dtype.kind == "O" and not _has_non_number(value):
             # Only Python ints beyond int64 make numpy fall back to objects here.
-            raise Unprocessable("weights hold a number out of range", code="value_out_of_range", field=FIELD)
-        raise Unprocessable("weights must contain only numbers", code="invalid_element_type", field=FIELD)
+            raise InvalidInput("weights hold a number out of range", code="value_out_of_range", field=FIELD)
+        raise InvalidInput("weights must contain only numbers", code="invalid_element_type", field=FIELD)
     return _finite_float32(array)
 
 
@@ -154,9 +154,9 @@ def weights_from_npy(data: bytes, limits: Limits) -> np.ndarray:
         else:
             raise ValueError("unknown npy version")
     except (ValueError, OSError, SyntaxError, struct.error):
-        raise Unprocessable("the .npy header is malformed", code="malformed_file", field=FIELD) from None
+        raise InvalidInput("the .npy header is malformed", code="malformed_file", field=FIELD) from None
     if dtype.hasobject or dtype.kind not in _FLOAT_KINDS or dtype.itemsize not in (2, 4, 8):
-        raise Unprocessable(
+        raise InvalidInput(
             f"weights dtype {dtype.str!r} is not accepted; use float16, float32 or float64",
             code="unsupported_dtype", field=FIELD,
         )
@@ -164,7 +164,7 @@ def weights_from_npy(data: bytes, limits: Limits) -> np.ndarray:
     expected = math.prod(shape) * dtype.itemsize
     payload = data[stream.tell():]
     if len(payload) != expected:
-        raise Unprocessable(
+        raise InvalidInput(
             f"the .npy data holds {len(payload)} bytes but its header implies {expected}",
             code="shape_mismatch", field=FIELD,
         )
@@ -176,32 +176,32 @@ def weights_from_npy(data: bytes, limits: Limits) -> np.ndarray:
 def weights_from_safetensors(data: bytes, limits: Limits) -> np.ndarray:
     """Read a one-tensor ``.safetensors`` upload after checking its header ourselves."""
     if len(data) < 8:
-        raise Unprocessable("the .safetensors file is truncated", code="malformed_file", field=FIELD)
+        raise InvalidInput("the .safetensors file is truncated", code="malformed_file", field=FIELD)
     (header_len,) = struct.unpack("<Q", data[:8])
     if header_len > min(len(data) - 8, 1_000_000):
-        raise Unprocessable("the .safetensors header is malformed", code="malformed_file", field=FIELD)
+        raise InvalidInput("the .safetensors header is malformed", code="malformed_file", field=FIELD)
     try:
         header = json.loads(data[8:8 + header_len])
     except (ValueError, UnicodeDecodeError):
-        raise Unprocessable("the .safetensors header is malformed", code="malformed_file", field=FIELD) from None
+        raise InvalidInput("the .safetensors header is malformed", code="malformed_file", field=FIELD) from None
     if not isinstance(header, dict):
-        raise Unprocessable("the .safetensors header is malformed", code="malformed_file", field=FIELD)
+        raise InvalidInput("the .safetensors header is malformed", code="malformed_file", field=FIELD)
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     if len(tensors) != 1:
-        raise Unprocessable(
+        raise InvalidInput(
             f"the .safetensors file must hold exactly one tensor; it holds {len(tensors)}",
             code="invalid_tensor_count", field=FIELD,
         )
     (name, info), = tensors.items()
     if not isinstance(info, dict) or info.get("dtype") not in _SAFETENSORS_DTYPES:
         dtype = info.get("dtype") if isinstance(info, dict) else None
-        raise Unprocessable(
+        raise InvalidInput(
             f"weights dtype {dtype!r} is not accepted; use F16, BF16, F32 or F64",
             code="unsupported_dtype", field=FIELD,
         )
     shape = info.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise Unprocessable("the .safetensors header is malformed", code="malformed_file", field=FIELD)
+        raise InvalidInput("the .safetensors header is malformed", code="malformed_file", field=FIELD)
     _check_shape(tuple(shape), limits)
     # The safetensors library validates offsets against the buffer; torch handles bf16.
     from safetensors import SafetensorError
@@ -210,7 +210,7 @@ def weights_from_safetensors(data: bytes, limits: Limits) -> np.ndarray:
     try:
         tensor = load_safetensors(data)[name]
     except (SafetensorError, ValueError, RuntimeError):
-        raise Unprocessable("the .safetensors data is malformed", code="malformed_file", field=FIELD) from None
+        raise InvalidInput("the .safetensors data is malformed", code="malformed_file", field=FIELD) from None
     return _finite_float32(tensor.float().numpy())
 
 
@@ -219,12 +219,12 @@ def weights_from_upload(filename: str, data: bytes, limits: Limits) -> np.ndarra
     if data.startswith(_NPY_MAGIC):
         return weights_from_npy(data, limits)
     if data[:2] == b"PK" or data[:2] == b"\x80\x02" or data[:1] == b"\x80":
-        raise UnsupportedMedia(
+        raise UnsupportedFormat(
             "zip, .npz, .pt/.pth and pickle files are not accepted; upload .npy or .safetensors",
             code="unsupported_file_type", field=FIELD,
         )
     if len(data) >= 9 and data[8:9] == b"{":
         return weights_from_safetensors(data, limits)
-    raise UnsupportedMedia(
+    raise UnsupportedFormat(
         "weights file must be .npy or .safetensors", code="unsupported_file_type", field=FIELD
     )

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from app.config import Limits
-from app.errors import Unprocessable
+from app.core.errors import InvalidInput
+from app.service.config import Limits
 
 # More combining marks in a row than any real orthography stacks on one base letter (Vietnamese
 # uses 2, Hebrew with cantillation and Tibetan stacks stay well under 10); Unicode's stream-safe
@@ -67,26 +67,26 @@ def check_text(value: str, limits: Limits, field: str) -> str:
     whitespace-only or invisible-only).
     """
     if len(value) > limits.max_text_chars:
-        raise Unprocessable(f"{field} has {len(value)} characters; the limit is {limits.max_text_chars}",
+        raise InvalidInput(f"{field} has {len(value)} characters; the limit is {limits.max_text_chars}",
                             code="text_too_long", field=field)
     if not value.strip():
-        raise Unprocessable(f"{field} is empty or whitespace only", code="empty_text", field=field)
+        raise InvalidInput(f"{field} is empty or whitespace only", code="empty_text", field=field)
     ascii_only = value.isascii()
     if not ascii_only and (match := _SURROGATE.search(value)):
-        raise Unprocessable(f"{field} contains a lone surrogate ({_codepoint(match.group())}) at position {match.start()}; "
+        raise InvalidInput(f"{field} contains a lone surrogate ({_codepoint(match.group())}) at position {match.start()}; "
                             "send valid Unicode", code="invalid_text", field=field)
     if match := _CONTROL.search(value):
-        raise Unprocessable(f"{field} contains a control character ({_codepoint(match.group())}) at position "
+        raise InvalidInput(f"{field} contains a control character ({_codepoint(match.group())}) at position "
                             f"{match.start()}; only tab and line breaks are allowed", code="invalid_text", field=field)
     if ascii_only:
         return value  # nothing below can occur in ASCII; skip the per-character scans
     if match := _BIDI.search(value):
-        raise Unprocessable(f"{field} contains a bidi override or isolate character ({_codepoint(match.group())}) at "
+        raise InvalidInput(f"{field} contains a bidi override or isolate character ({_codepoint(match.group())}) at "
                             f"position {match.start()}", code="invalid_text", field=field)
     if _is_invisible(value):
-        raise Unprocessable(f"{field} has no visible characters", code="empty_text", field=field)
+        raise InvalidInput(f"{field} has no visible characters", code="empty_text", field=field)
     run, start = _longest_combining_run(value)
     if run > MAX_COMBINING_RUN:
-        raise Unprocessable(f"{field} has {run} combining marks in a row at position {start}; at most "
+        raise InvalidInput(f"{field} has {run} combining marks in a row at position {start}; at most "
                             f"{MAX_COMBINING_RUN} are allowed", code="invalid_text", field=field)
     return value

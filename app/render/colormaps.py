@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from app.errors import Unprocessable
+from app.core.errors import InvalidInput
 
 LEVELS = 255
 BLANK_INDEX = 255
@@ -26,7 +26,7 @@ ALLOWED_COLORMAPS: tuple[str, ...] = (
 def check_colormap(name: str) -> str:
     """Return ``name`` if it is allow-listed, else a 422 listing the choices."""
     if name not in ALLOWED_COLORMAPS:
-        raise Unprocessable(
+        raise InvalidInput(
             f"colormap must be one of {', '.join(ALLOWED_COLORMAPS)}", code="invalid_colormap", field="colormap"
         )
     return name

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from app.errors import Unprocessable
+from app.core.errors import InvalidInput
 from app.render.colormaps import BLANK_INDEX, palette
 from app.render.normalize import to_indices
 from app.render.png import block_counts, encode_blocks, encode_indexed
@@ -55,7 +55,7 @@ def grid_layout(panels: int) -> tuple[int, int]:
 def grid_png(scaled_panels: list[np.ndarray], size: int, colormap: str, level: int, max_panels: int) -> bytes:
     """All panels (each a [0, 1] map) side by side in one PNG about ``size`` px on its longer side."""
     if len(scaled_panels) > max_panels:
-        raise Unprocessable(
+        raise InvalidInput(
             f"a grid of {len(scaled_panels)} panels exceeds the limit of {max_panels}",
             code="too_many_panels", field="view",
         )

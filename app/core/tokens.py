@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.reduce import normalize_rows
+from app.core.reduce import normalize_rows
 
 
 def mask_tokens(matrix: np.ndarray, labels: list[str] | None, drop: Sequence[int]) -> tuple[np.ndarray, list[str] | None, list[int]]:

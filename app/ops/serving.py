@@ -26,13 +26,13 @@ from typing import Any, NoReturn
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.auth import install_auth
-from app.config import Settings
-from app.cors import install_cors
-from app.logging_setup import configure_logging
-from app.metrics import metrics_api, observe_model_loads
-from app.observe import install_observability
-from app.state import state
+from app.http.auth import install_auth
+from app.http.cors import install_cors
+from app.http.state import state
+from app.ops.logging_setup import configure_logging
+from app.ops.metrics import metrics_api, observe_model_loads
+from app.ops.observe import install_observability
+from app.service.config import Settings
 from models.registry import ModelRegistry, loading_now
 
 log = logging.getLogger("attnmap.serving")

@@ -20,14 +20,13 @@ from collections.abc import Iterable
 
 from flask import Flask, request
 
-from app.errors import Unauthorized
+from app.core.errors import Unauthenticated
 
 log = logging.getLogger("attnmap.auth")
 
 OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.yaml", "/favicon.ico", "/examples"})
 OPEN_PREFIXES = ("/assets/", "/static/", "/examples/")
 
-CHALLENGE = 'Bearer realm="attnmap"'
 
 MIN_TOKEN_CHARS = 16
 
@@ -69,8 +68,6 @@ def install_auth(app: Flask, tokens: Iterable[str]) -> None:
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         presented = presented.strip()
         if scheme.lower() != "bearer" or not presented:
-            raise Unauthorized("this endpoint needs an 'Authorization: Bearer <token>' header",
-                               headers={"WWW-Authenticate": CHALLENGE})
+            raise Unauthenticated("this endpoint needs an 'Authorization: Bearer <token>' header")
         if not token_matches(presented, digests):
-            raise Unauthorized("the bearer token is not valid", code="invalid_token",
-                               headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'})
+            raise Unauthenticated("the bearer token is not valid", code="invalid_token")

@@ -6,16 +6,16 @@ from pathlib import Path
 
 from flask import Blueprint, Response, g, request
 
-from app.errors import ServiceUnavailable
-from app.http import json_response, png_response
-from app.intake import read_visualize_request
-from app.pipeline import run
-from app.state import state
+from app.core.errors import Unavailable
+from app.http.intake import read_visualize_request
+from app.http.responses import json_response, png_response
+from app.http.state import state
+from app.service.pipeline import run
 
 api = Blueprint("api", __name__)
 
 # The contract lives at the top of the repository, next to the README that documents it.
-OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
+OPENAPI_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
 
 
 @api.post("/visualize")
@@ -23,7 +23,7 @@ def visualize() -> Response:
     """Render attention from raw weights, or from an image/text run through a model."""
     current = state()
     if not current.ready:
-        raise ServiceUnavailable("models are still loading", code="not_ready", retry_after=5)
+        raise Unavailable("models are still loading", code="not_ready", retry_after=5)
     timer = g.timer
     with timer.stage("decode"):
         options, source = read_visualize_request(request, current.settings.limits)
@@ -53,7 +53,7 @@ def readyz() -> Response:
     """Readiness: models loaded and warmed, and not shutting down."""
     current = state()
     if not current.ready or current.draining:
-        raise ServiceUnavailable("not ready", code="draining" if current.draining else "not_ready", retry_after=5)
+        raise Unavailable("not ready", code="draining" if current.draining else "not_ready", retry_after=5)
     return json_response({"status": "ready", "models": current.registry.names()})
 
 

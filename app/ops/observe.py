@@ -12,10 +12,10 @@ import time
 
 from flask import Flask, Response, g, request
 
-from app.logging_setup import clip, log_access
-from app.metrics import observe_request, observe_resources
+from app.http.state import state
+from app.ops.logging_setup import clip, log_access
+from app.ops.metrics import observe_request, observe_resources
 from app.render.annotated import open_figures
-from app.state import state
 
 log = logging.getLogger("attnmap.observe")
 

@@ -12,13 +12,13 @@ from typing import Any
 
 from flask import Request
 
-from app.config import Limits
+from app.core.errors import InvalidInput, MalformedRequest, TooLarge, UnsupportedFormat
 from app.decode.jsonbody import parse_json_object
 from app.decode.multipart import parse_multipart
 from app.decode.tensor import weights_from_json, weights_from_upload
-from app.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMedia
-from app.pipeline import Source
-from app.schemas import VisualizeOptions, options_from_form, options_from_json
+from app.service.config import Limits
+from app.service.pipeline import Source
+from app.service.schemas import VisualizeOptions, options_from_form, options_from_json
 
 _FILE_PARTS = {"image", "weights"}
 
@@ -27,14 +27,14 @@ def read_visualize_request(request: Request, limits: Limits) -> tuple[VisualizeO
     """Parse the body by its content type and check that exactly one source was given."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise UnsupportedMedia("compressed request bodies are not accepted", code="unsupported_content_encoding")
+        raise UnsupportedFormat("compressed request bodies are not accepted", code="unsupported_content_encoding")
     mimetype = request.mimetype
     if mimetype == "application/json":
         options, source = _from_json(request, limits)
     elif mimetype == "multipart/form-data":
         options, source = _from_multipart(request, limits)
     else:
-        raise UnsupportedMedia("send application/json or multipart/form-data", code="unsupported_media_type")
+        raise UnsupportedFormat("send application/json or multipart/form-data", code="unsupported_media_type")
     _check_one_source(options, source)
     return options, source
 
@@ -49,7 +49,7 @@ def _from_json(request: Request, limits: Limits) -> tuple[VisualizeOptions, Sour
     # shorter than the bound cannot hold that many commas, and counting costs a pass over it.
     comma_bound = limits.max_tensor_elements + 20_000
     if len(body) > comma_bound and body.count(b",") > comma_bound:
-        raise Unprocessable(f"the body holds more than {limits.max_tensor_elements} numbers",
+        raise InvalidInput(f"the body holds more than {limits.max_tensor_elements} numbers",
                             code="tensor_too_large", field="weights")
     fields = parse_json_object(body)
     raw_weights = fields.pop("weights", None)
@@ -69,26 +69,26 @@ def _base64_image(text: str, limits: Limits) -> bytes:
     if text.startswith("data:"):
         _, _, text = text.partition(",")
     if len(text) * 3 // 4 > limits.max_image_bytes:
-        raise PayloadTooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
+        raise TooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise Unprocessable("image must be base64-encoded bytes", code="invalid_base64", field="image") from None
+        raise InvalidInput("image must be base64-encoded bytes", code="invalid_base64", field="image") from None
 
 
 def _from_multipart(request: Request, limits: Limits) -> tuple[VisualizeOptions, Source]:
     form = parse_multipart(_multipart_body(request), request.mimetype_params.get("boundary", ""), limits)
     for name, uploads in form.files.items():
         if name not in _FILE_PARTS:
-            raise Unprocessable(f"unexpected file part {name[:64]!r}; use 'image' or 'weights'", code="unknown_field", field=name[:64])
+            raise InvalidInput(f"unexpected file part {name[:64]!r}; use 'image' or 'weights'", code="unknown_field", field=name[:64])
         if len(uploads) > 1:
-            raise Unprocessable(f"send one {name!r} file", code="expected_one_file", field=name)
+            raise InvalidInput(f"send one {name!r} file", code="expected_one_file", field=name)
     fields: dict[str, Any] = {}
     for name, values in form.fields.items():
         if len(values) > 1:
-            raise Unprocessable(f"field {name[:64]!r} was sent more than once", code="duplicate_field", field=name[:64])
+            raise InvalidInput(f"field {name[:64]!r} was sent more than once", code="duplicate_field", field=name[:64])
         if name in _FILE_PARTS:
-            raise Unprocessable(f"{name!r} must be sent as a file part", code="invalid_type", field=name)
+            raise InvalidInput(f"{name!r} must be sent as a file part", code="invalid_type", field=name)
         fields[name] = values[0]
     options = options_from_form(fields)
     source = Source(text=options.text)
@@ -98,7 +98,7 @@ def _from_multipart(request: Request, limits: Limits) -> tuple[VisualizeOptions,
     if "image" in form.files:
         data = form.files["image"][0].data
         if len(data) > limits.max_image_bytes:
-            raise PayloadTooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
+            raise TooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
         source.image_bytes = data
     return options, source
 
@@ -110,7 +110,7 @@ def _multipart_body(request: Request) -> bytes:
     parsed up to the cut, which would turn a broken upload into a confusing semantic error.
     """
     if not request.mimetype_params.get("boundary", ""):
-        raise BadRequest("multipart body has no boundary parameter", code="malformed_multipart")
+        raise MalformedRequest("multipart body has no boundary parameter", code="malformed_multipart")
     body = request.get_data(cache=False, parse_form_data=False)
     if request.content_length is None:
         request.stream.read(1)  # raises 413 if a chunked body went past the limit
@@ -121,6 +121,6 @@ def _check_one_source(options: VisualizeOptions, source: Source) -> None:
     given = [name for name, present in (("weights", source.weights is not None), ("image", source.image_bytes is not None),
                                         ("text", source.text is not None)) if present]
     if not given:
-        raise Unprocessable("give one source: weights, image (with model) or text (with model)", code="missing_source")
+        raise InvalidInput("give one source: weights, image (with model) or text (with model)", code="missing_source")
     if len(given) > 1:
-        raise Unprocessable(f"give exactly one source; got {', '.join(given)}", code="conflicting_sources", field=given[1])
+        raise InvalidInput(f"give exactly one source; got {', '.join(given)}", code="conflicting_sources", field=given[1])

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.errors import BadRequest, Unprocessable
+from app.core.errors import InvalidInput, MalformedRequest
 
 Method = Literal["attention", "rollout", "gradient"]
 View = Literal["heatmap", "overlay", "grid", "trace"]
@@ -75,7 +75,7 @@ def _describe(error: Any) -> tuple[str, str]:
     return "invalid_value", error["msg"].lower()
 
 
-def validation_error(exc: ValidationError) -> Unprocessable:
+def validation_error(exc: ValidationError) -> InvalidInput:
     """Translate the first pydantic error into a 422 naming the field."""
     errors = exc.errors(include_url=False, include_input=False)
     # For a union (head: int | 'mean'...), pydantic reports one error per member; the first is enough.
@@ -85,7 +85,7 @@ def validation_error(exc: ValidationError) -> Unprocessable:
     if first["type"] == "literal_error" or (len({str(e["loc"][0]) for e in errors if e["loc"]}) == 1 and len(errors) > 1):
         code = "invalid_value" if any(e["type"] == "literal_error" for e in errors) else code
         message = "; ".join(sorted({e["msg"].lower() for e in errors}))
-    return Unprocessable(f"{field}: {message}", code=code, field=field)
+    return InvalidInput(f"{field}: {message}", code=code, field=field)
 
 
 def options_from_json(fields: dict[str, Any]) -> VisualizeOptions:
@@ -110,7 +110,7 @@ def options_from_form(form: dict[str, str]) -> VisualizeOptions:
         elif name in _BOOL_FIELDS:
             value = _FORM_BOOLEANS.get(raw.strip().lower())
             if value is None:
-                raise Unprocessable(f"{name}: expected true or false", code="invalid_type", field=name)
+                raise InvalidInput(f"{name}: expected true or false", code="invalid_type", field=name)
             fields[name] = value
         else:
             fields[name] = raw
@@ -127,7 +127,7 @@ def _form_list(name: str, raw: str) -> Any:
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
-            raise BadRequest(f"{name}: malformed JSON list", code="malformed_field", field=name) from None
+            raise MalformedRequest(f"{name}: malformed JSON list", code="malformed_field", field=name) from None
     if name == "region":
         return [part.strip() for part in text.split(",")]
-    raise Unprocessable(f"{name}: expected a JSON list", code="invalid_type", field=name)
+    raise InvalidInput(f"{name}: expected a JSON list", code="invalid_type", field=name)

@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from app.errors import Unprocessable
+from app.core.errors import InvalidInput
 
 Fusion = Literal["mean", "max", "min"]
 
@@ -19,7 +19,7 @@ def resolve_layer(layer: int | None, num_layers: int, *, default: int = -1) -> i
     """Map a possibly negative layer to ``0..num_layers-1``; out of range is a 422."""
     chosen = default if layer is None else layer
     if not -num_layers <= chosen < num_layers:
-        raise Unprocessable(
+        raise InvalidInput(
             f"layer must be in [{-num_layers}, {num_layers - 1}] (negative counts from the end); got {chosen}",
             code="out_of_range", field="layer",
         )
@@ -31,7 +31,7 @@ def resolve_head(head: int | str, num_heads: int) -> int | Fusion:
     if isinstance(head, str):
         return head  # type: ignore[return-value]  # schema already restricted it to a Fusion
     if not 0 <= head < num_heads:
-        raise Unprocessable(
+        raise InvalidInput(
             f"head must be in [0, {num_heads - 1}] or one of mean/max/min; got {head}",
             code="out_of_range", field="head",
         )
@@ -130,7 +130,7 @@ def query_index(query: int | str, num_tokens: int) -> int:
         return 0
     assert isinstance(query, int)
     if not -num_tokens <= query < num_tokens:
-        raise Unprocessable(
+        raise InvalidInput(
             f"query must be in [{-num_tokens}, {num_tokens - 1}], 'cls' or 'mean'; got {query}",
             code="out_of_range", field="query",
         )

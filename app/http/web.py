@@ -18,12 +18,13 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, send_file
 
-from app.errors import NotFound
-from app.http import json_response
-from app.state import state
+from app.core.errors import NotFound
+from app.http.responses import json_response
+from app.http.state import state
 from models.registry import BUILTIN_DIR
 
-web = Blueprint("web", __name__, static_folder="static", static_url_path="/assets")
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+web = Blueprint("web", __name__, static_folder=STATIC_DIR, static_url_path="/assets")
 
 # Only the page's own files: no inline script or style, no third-party origin, no framing.
 CONTENT_SECURITY_POLICY = (
@@ -38,7 +39,7 @@ PAGE_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 
-# Where the examples are: ``app.config`` key (tests), else this environment variable, else the
+# Where the examples are: ``app.service.config`` key (tests), else this environment variable, else the
 # built-in models' examples folder.
 EXAMPLES_DIR_KEY = "ATTNMAP_EXAMPLES_DIR"
 DEFAULT_EXAMPLES_DIR = BUILTIN_DIR / "examples"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
-from app.config import Settings
+from app.service.config import Settings
 from models.registry import ModelRegistry
 
 

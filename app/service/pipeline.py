@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from app.attention import AttentionStack, stack_from_array
-from app.config import Settings
-from app.errors import ApiError, ServiceUnavailable, Unprocessable
-from app.reduce import resolve_head, resolve_layer
+from app.core.attention import AttentionStack, stack_from_array
+from app.core.errors import AttnmapError, InvalidInput, Unavailable
+from app.core.reduce import resolve_head, resolve_layer
 from app.render.colormaps import check_colormap
-from app.schemas import VisualizeOptions
-from app.timing import StageTimer
-from app.views import ReducedMap, reduce_for_view, render_map
+from app.service.config import Settings
+from app.service.schemas import VisualizeOptions
+from app.service.timing import StageTimer
+from app.service.views import ReducedMap, reduce_for_view, render_map
 from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, TextInput
 from models.device import is_out_of_memory, release_accelerator_memory
 from models.hooks import AttentionNotCaptured
@@ -47,11 +47,11 @@ def check_output_limits(options: VisualizeOptions, settings: Settings) -> None:
     """Output size caps and the colormap allow-list, before any work."""
     limits = settings.limits
     if options.size > limits.max_output_side:
-        raise Unprocessable(f"size must be at most {limits.max_output_side} px; got {options.size}",
+        raise InvalidInput(f"size must be at most {limits.max_output_side} px; got {options.size}",
                             code="output_too_large", field="size")
     check_colormap(options.colormap)
     if options.normalize == "none" and not options.vmax > options.vmin:
-        raise Unprocessable("vmax must be greater than vmin", code="invalid_value", field="vmax")
+        raise InvalidInput("vmax must be greater than vmin", code="invalid_value", field="vmax")
 
 
 def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, settings: Settings, timer: StageTimer) -> Result:
@@ -60,10 +60,10 @@ def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, sett
     capture: Capture
     if source.weights is not None:
         if options.model is not None:
-            raise Unprocessable("give either weights or a model with an image/text, not both",
+            raise InvalidInput("give either weights or a model with an image/text, not both",
                                 code="conflicting_sources", field="model")
         if options.method == "gradient":
-            raise Unprocessable("method 'gradient' needs a model input (image or text), not raw weights",
+            raise InvalidInput("method 'gradient' needs a model input (image or text), not raw weights",
                                 code="invalid_value", field="method")
         capture = Capture(stack=_raw_stack(source.weights, options))
         model_name = None
@@ -80,7 +80,7 @@ def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, sett
         return Result(document=document, headers=_headers(meta))
     png = render_map(reduced, capture, options, settings, timer)
     if len(png) > settings.limits.max_output_bytes:
-        raise Unprocessable("the rendered PNG exceeds the output byte limit; ask for a smaller size",
+        raise InvalidInput("the rendered PNG exceeds the output byte limit; ask for a smaller size",
                             code="output_too_large", field="size")
     return Result(png=png, headers=_headers(meta))
 
@@ -92,7 +92,7 @@ def check_deadline(timer: StageTimer, settings: Settings) -> None:
     instead of its worker being killed (which would also cost a model reload).
     """
     if timer.elapsed() > settings.request_deadline_s:
-        raise ServiceUnavailable(f"the request ran past the {settings.request_deadline_s:g} s deadline; "
+        raise Unavailable(f"the request ran past the {settings.request_deadline_s:g} s deadline; "
                                  "ask for less (fewer layers, a smaller size) or retry", code="deadline_exceeded")
 
 
@@ -100,7 +100,7 @@ def _raw_stack(weights: np.ndarray, options: VisualizeOptions) -> AttentionStack
     """Wrap uploaded weights; token labels must match the key axis."""
     tokens = options.tokens
     if tokens is not None and len(tokens) != weights.shape[-1]:
-        raise Unprocessable(f"tokens has {len(tokens)} labels but the weights have {weights.shape[-1]} keys",
+        raise InvalidInput(f"tokens has {len(tokens)} labels but the weights have {weights.shape[-1]} keys",
                             code="tokens_mismatch", field="tokens")
     return stack_from_array(weights, tokens)
 
@@ -118,20 +118,20 @@ def _needed_layers(options: VisualizeOptions, num_layers: int) -> tuple[int, ...
 def _capture_from_model(options: VisualizeOptions, source: Source, registry: ModelRegistry,
                         settings: Settings, timer: StageTimer) -> Capture:
     if options.model is None:
-        raise Unprocessable("an image or text needs a model; GET /models lists them", code="missing_field", field="model")
+        raise InvalidInput("an image or text needs a model; GET /models lists them", code="missing_field", field="model")
     adapter = registry.get(options.model)
     info = adapter.info
     inputs: ImageInput | TextInput
     with timer.stage("decode"):
         if source.image_bytes is not None:
             if info.kind != "vision":
-                raise Unprocessable(f"model {info.name!r} is a {info.kind} model; send text", code="wrong_input_kind", field="model")
+                raise InvalidInput(f"model {info.name!r} is a {info.kind} model; send text", code="wrong_input_kind", field="model")
             from app.decode.image import decode_image
 
             inputs = decode_image(source.image_bytes, settings.limits)
         else:
             if info.kind != "text":
-                raise Unprocessable(f"model {info.name!r} is a {info.kind} model; send an image", code="wrong_input_kind", field="model")
+                raise InvalidInput(f"model {info.name!r} is a {info.kind} model; send an image", code="wrong_input_kind", field="model")
             from app.decode.text import check_text
 
             assert source.text is not None
@@ -148,7 +148,7 @@ def _capture_from_model(options: VisualizeOptions, source: Source, registry: Mod
     needed = adapter.attention_bytes(tokens, len(request.layers)) * (2 if request.gradient else 1)
     budget = settings.limits.attention_budget_bytes
     if needed > budget:
-        raise Unprocessable(
+        raise InvalidInput(
             f"this selection needs about {needed // (1024 * 1024)} MiB of attention for {tokens} tokens; the budget is "
             f"{budget // (1024 * 1024)} MiB (use method=attention for one layer, or a shorter input)",
             code="selection_too_large", field="method")
@@ -161,14 +161,14 @@ def _guarded_capture(adapter: ModelAdapter, inputs: ImageInput | TextInput, requ
     """Translate the model side's failures into API errors at this one boundary."""
     try:
         return adapter.capture(inputs, request)
-    except ApiError:
+    except AttnmapError:
         raise
     except AttentionNotCaptured:
-        raise ApiError("the model did not return attention weights", code="attention_not_captured") from None
+        raise AttnmapError("the model did not return attention weights", code="attention_not_captured") from None
     except Exception as exc:
         if is_out_of_memory(exc):
             release_accelerator_memory()
-            raise ServiceUnavailable("the accelerator is out of memory; retry shortly",
+            raise Unavailable("the accelerator is out of memory; retry shortly",
                                      code="gpu_out_of_memory", retry_after=2) from None
         raise
 

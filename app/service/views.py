@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from app.config import Settings
-from app.errors import Unprocessable
-from app.geometry import area_share, region_mass
-from app.reduce import (
+from app.core.errors import InvalidInput
+from app.core.geometry import area_share, region_mass
+from app.core.reduce import (
     fuse_heads,
     gradient_relevance,
     head_entropy,
@@ -26,12 +25,13 @@ from app.reduce import (
     rollout_row,
     select_query,
 )
+from app.core.tokens import mask_tokens, merge_words, pool_blocks, word_groups
 from app.render import annotated, overlay, plain
 from app.render.normalize import normalize
 from app.render.photo_png import encode_rgb_up
-from app.schemas import VisualizeOptions
-from app.timing import StageTimer
-from app.tokens import mask_tokens, merge_words, pool_blocks, word_groups
+from app.service.config import Settings
+from app.service.schemas import VisualizeOptions
+from app.service.timing import StageTimer
 from models.adapter import Capture
 
 
@@ -59,14 +59,14 @@ def reduce_for_view(capture: Capture, options: VisualizeOptions, settings: Setti
     stack = capture.stack
     view = options.view or default_view(capture)
     if view == "overlay" and capture.image is None:
-        raise Unprocessable("view 'overlay' needs an image input", code="invalid_value", field="view")
+        raise InvalidInput("view 'overlay' needs an image input", code="invalid_value", field="view")
     if view == "trace":
         return _trace(capture, options, settings)
     layer = resolve_layer(options.layer, stack.num_layers)
     head = resolve_head(options.head, stack.num_heads)
     square = stack.weights.shape[-1] == stack.weights.shape[-2]
     if options.method != "attention" and not square:
-        raise Unprocessable(f"method {options.method!r} needs square [T, T] attention; these are "
+        raise InvalidInput(f"method {options.method!r} needs square [T, T] attention; these are "
                             f"{stack.weights.shape[-2]} x {stack.weights.shape[-1]}", code="not_square", field="weights")
     if view == "grid":
         return _grid(capture, options, settings, layer)
@@ -114,7 +114,7 @@ def _resolve_query(query: int | str | None, labels: list[str] | None) -> int | s
     if not isinstance(query, str) or query in ("cls", "mean"):
         return query
     if labels is None or query not in labels:
-        raise Unprocessable(f"query {query!r} is not one of the input's tokens", code="unknown_token", field="query")
+        raise InvalidInput(f"query {query!r} is not one of the input's tokens", code="unknown_token", field="query")
     return labels.index(query)
 
 
@@ -125,7 +125,7 @@ def _matrix(capture: Capture, options: VisualizeOptions, layer: int, head: Any) 
     if options.method == "rollout":
         return rollout(stack.layers_up_to(layer), head, options.discard_ratio)
     if stack.gradients is None:
-        raise Unprocessable("method 'gradient' needs a model input", code="invalid_value", field="method")
+        raise InvalidInput("method 'gradient' needs a model input", code="invalid_value", field="method")
     count = stack.layers.index(layer) + 1
     return gradient_relevance(stack.weights[:count], stack.gradients[:count])
 
@@ -136,7 +136,7 @@ def _token_options(capture: Capture, options: VisualizeOptions, matrix: np.ndarr
     meta: dict[str, Any] = {}
     if options.merge_subwords:
         if stack.words is None:
-            raise Unprocessable("merge_subwords needs a text model input", code="invalid_value", field="merge_subwords")
+            raise InvalidInput("merge_subwords needs a text model input", code="invalid_value", field="merge_subwords")
         groups = word_groups(stack.words)
         matrix, labels = merge_words(matrix, labels, groups)
         meta["merged_words"] = len(groups)
@@ -145,7 +145,7 @@ def _token_options(capture: Capture, options: VisualizeOptions, matrix: np.ndarr
         specials = list(stack.special_tokens)
     if options.mask_special:
         if not specials and stack.words is None:
-            raise Unprocessable("mask_special needs a text model input", code="invalid_value", field="mask_special")
+            raise InvalidInput("mask_special needs a text model input", code="invalid_value", field="mask_special")
         matrix, labels, kept = mask_tokens(matrix, labels, specials)
         meta["masked_positions"] = [i for i in range(len(kept) + len(specials)) if i not in kept]
     return matrix, labels, meta
@@ -154,7 +154,7 @@ def _token_options(capture: Capture, options: VisualizeOptions, matrix: np.ndarr
 def _to_grid(row: np.ndarray, prefix: int, grid: tuple[int, int]) -> np.ndarray:
     patches = row[prefix:]
     if patches.size != grid[0] * grid[1]:
-        raise Unprocessable(f"{patches.size} patch tokens do not fill a {grid[0]}x{grid[1]} grid",
+        raise InvalidInput(f"{patches.size} patch tokens do not fill a {grid[0]}x{grid[1]} grid",
                             code="grid_mismatch", field="model")
     return patches.reshape(grid)
 
@@ -162,7 +162,7 @@ def _to_grid(row: np.ndarray, prefix: int, grid: tuple[int, int]) -> np.ndarray:
 def _region(values: np.ndarray, capture: Capture, region: list[float]) -> dict[str, Any]:
     x0, y0, x1, y1 = region
     if not (x1 > x0 and y1 > y0):
-        raise Unprocessable("region must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0", code="invalid_value", field="region")
+        raise InvalidInput("region must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0", code="invalid_value", field="region")
     assert capture.placement is not None
     box = (x0, y0, x1, y1)
     return {"region": [x0, y0, x1, y1], "region_mass": region_mass(values, capture.placement, box),
@@ -172,7 +172,7 @@ def _region(values: np.ndarray, capture: Capture, region: list[float]) -> dict[s
 def _grid(capture: Capture, options: VisualizeOptions, settings: Settings, layer: int) -> ReducedMap:
     stack = capture.stack
     if stack.num_heads > settings.limits.max_panels:
-        raise Unprocessable(f"a grid of {stack.num_heads} heads exceeds the limit of {settings.limits.max_panels} panels",
+        raise InvalidInput(f"a grid of {stack.num_heads} heads exceeds the limit of {settings.limits.max_panels} panels",
                             code="too_many_panels", field="view")
     heads = stack.layer_slice(layer).astype(np.float64)
     query = _resolve_query(_default_query(capture, options), stack.tokens)
@@ -190,13 +190,13 @@ def _grid(capture: Capture, options: VisualizeOptions, settings: Settings, layer
 
 def _token_position(value: int | str | None, labels: list[str] | None, count: int, name: str) -> int:
     if value is None:
-        raise Unprocessable(f"view 'trace' needs {name} (a token index or the exact token text)", code="missing_field", field=name)
+        raise InvalidInput(f"view 'trace' needs {name} (a token index or the exact token text)", code="missing_field", field=name)
     if isinstance(value, str):
         if labels is None or value not in labels:
-            raise Unprocessable(f"{name} {value!r} is not one of the input's tokens", code="unknown_token", field=name)
+            raise InvalidInput(f"{name} {value!r} is not one of the input's tokens", code="unknown_token", field=name)
         return labels.index(value)
     if not -count <= value < count:
-        raise Unprocessable(f"{name} must be in [{-count}, {count - 1}]; got {value}", code="out_of_range", field=name)
+        raise InvalidInput(f"{name} must be in [{-count}, {count - 1}]; got {value}", code="out_of_range", field=name)
     return value % count
 
 

@@ -13,13 +13,13 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from app.config import load_settings
-from app.errors import register_error_handlers
-from app.routes import api
-from app.serving import install_serving, models_loaded
-from app.state import ServiceState
-from app.timing import StageTimer
-from app.web import web
+from app.http.errors import register_error_handlers
+from app.http.routes import api
+from app.http.state import ServiceState
+from app.http.web import web
+from app.ops.serving import install_serving, models_loaded
+from app.service.config import load_settings
+from app.service.timing import StageTimer
 from models.device import cpu_threads_per_worker
 from models.registry import ModelRegistry, build_registry
 

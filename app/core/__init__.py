@@ -1,0 +1,1 @@
+"""The pure core: value types, the error tree and the math. Imports neither Flask nor torch."""

@@ -1,0 +1,1 @@
+"""The HTTP layer (Flask): app factory, routes, request intake, auth, CORS and the error boundary."""

@@ -1,0 +1,1 @@
+"""Operations glue (Flask side): Gunicorn serving hooks, metrics, request logs and observation."""
