@@ -94,7 +94,7 @@ RUN /opt/venv/bin/pip uninstall --yes --quiet \
     && rm -rf "$site"/torch/include "$site"/torch/share/cmake "$site"/torch/test "$site"/torch/lib/*.a \
         "$site"/torch/bin/*Test "$site"/torch/bin/test_* "$site"/torch/bin/protoc* \
     && /opt/venv/bin/python -m pip uninstall --yes --quiet pip \
-    && /opt/venv/bin/python -c 'from app import create_app'
+    && /opt/venv/bin/python -c 'import torch, transformers, tokenizers, safetensors, matplotlib, cv2, PIL, flask, gunicorn'
 
 
 FROM ${BASE_IMAGE}
