@@ -73,11 +73,10 @@ RUN --mount=type=secret,id=pip-cert \
     && rm /tmp/requirements.txt
 
 # The project, installed by the README's recipe (`make install`: whatever it installs or converts,
-# the image gets too). Byte-compiled here because the running container cannot write .pyc files.
-COPY gunicorn.conf.py openapi.yaml ./
-COPY scripts/healthcheck.py ./scripts/
-COPY app ./app
-COPY models ./models
+# the image gets too). The build context is an allow-list (.dockerignore): the project, its models
+# and the healthcheck; a new top-level folder of the project is one line there. Byte-compiled
+# here because the running container cannot write .pyc files.
+COPY . ./
 RUN --mount=type=secret,id=pip-cert \
     --mount=type=cache,target=/root/.cache/pip \
     if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \

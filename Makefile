@@ -24,9 +24,10 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@ $(STAMP)
 
+# Everything `make serve` needs; the Dockerfile runs this target too.
 install: $(STAMP)
 
-serve: $(STAMP)
+serve: install
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
 test: $(DEV_STAMP)

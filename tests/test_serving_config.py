@@ -198,9 +198,28 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
+def dockerignore_patterns() -> list[str]:
+    return [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def in_build_context(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore keeps ``path`` (relative): the last pattern matching it or a parent decides."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:end]) for end in range(1, len(parts) + 1)]
+    kept = True
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        glob = pattern.lstrip("!").removeprefix("**/")
+        anywhere = pattern.lstrip("!").startswith("**/")
+        names = prefixes + (parts if anywhere else [])
+        if any(fnmatch.fnmatch(name, glob) for name in names):
+            kept = negated
+    return kept
+
+
 def test_dockerfile_copies_existing_paths_not_ignored():
-    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
+    patterns = dockerignore_patterns()
     # COPY --from=<stage> copies out of an earlier stage, not out of the build context.
     copies = [args for keyword, args in dockerfile_instructions() if keyword in {"COPY", "ADD"} and "--from=" not in args]
     assert copies
@@ -208,8 +227,17 @@ def test_dockerfile_copies_existing_paths_not_ignored():
         parts = [part for part in args.split() if not part.startswith("--")]
         for source in parts[:-1]:
             assert (ROOT / source).exists(), f"COPY source {source} does not exist"
-            assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), f"{source} is in .dockerignore"
-    assert (ROOT / "models").exists()
+            if source != ".":
+                assert in_build_context(source, patterns), f"{source} is in .dockerignore"
+    # What the image needs is in the context (the Dockerfile copies the context with `COPY . ./`) ...
+    for needed in ("pyproject.toml", "Makefile", "README.md", "gunicorn.conf.py", "openapi.yaml", "app/wsgi.py",
+                   "models/builtin/shapes-vit/config.json", "scripts/healthcheck.py"):
+        assert (ROOT / needed).exists(), needed
+        assert in_build_context(needed, patterns), needed
+    # ... and what it must not carry is not.
+    for left_out in ("tests/conftest.py", "bench", "training", ".git", ".venv", "deploy/nginx.conf", "docs",
+                     "scripts/build-image.sh", "app/__pycache__/x.pyc", "attnmap.egg-info"):
+        assert not in_build_context(left_out, patterns), left_out
 
 
 def test_dockerfile_runs_gunicorn_config_as_non_root_with_healthcheck():
