@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.service.config import load_settings  # noqa: E402
-from app.service.pipeline import Source, run  # noqa: E402
+from app.service.pipeline import run  # noqa: E402
+from app.service.plan import TextSource  # noqa: E402
 from app.service.schemas import VisualizeOptions  # noqa: E402
 from app.service.timing import StageTimer  # noqa: E402
 from models.adapter import CaptureRequest, TextInput  # noqa: E402
@@ -88,7 +89,7 @@ def cases_for(adapter: HFTextAdapter, sdpa: torch.nn.Module | None, registry: Mo
         options = VisualizeOptions.model_validate({"text": text, "model": "minilm", **fields})
 
         def call() -> Any:
-            result = run(options, Source(text=text), registry, settings, StageTimer())
+            result = run(options, TextSource(text), registry, settings, StageTimer())
             assert result.png, "the pipeline returned no PNG"
             return result
         return call
@@ -109,7 +110,7 @@ def stage_breakdown(registry: ModelRegistry, settings: Any, text: str, **fields:
     """Per-stage milliseconds of one pipeline request (after warm-up)."""
     options = VisualizeOptions.model_validate({"text": text, "model": "minilm", **fields})
     timer = StageTimer()
-    run(options, Source(text=text), registry, settings, timer)
+    run(options, TextSource(text), registry, settings, timer)
     return {name: round(seconds * 1000, 3) for name, seconds in timer.stages.items()}
 
 

@@ -69,13 +69,26 @@ class CaptureRequest:
     max_tokens: int | None = None
 
 
+Placement = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Picture:
+    """The input image of a vision capture and where the model's input came from in it.
+
+    ``placement`` is ``(x0, y0, x1, y1)``: the part of the original image the patch grid covers.
+    """
+
+    pixels: np.ndarray
+    placement: Placement
+
+
 @dataclass
 class Capture:
-    """Result of a hooked forward pass."""
+    """Result of a forward pass: the attention stack, and the picture for vision inputs."""
 
     stack: AttentionStack
-    image: np.ndarray | None = None
-    placement: tuple[float, float, float, float] | None = None
+    picture: Picture | None = None
     prediction: dict[str, Any] | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
 
@@ -84,6 +97,8 @@ class ModelAdapter(ABC):
     """One loaded model of one family, owned by one worker process."""
 
     info: ModelInfo
+    # The torch module this adapter owns (loaded once per worker, shared by its requests).
+    model: Any
     # (model, every module of it), listed once for the per-request hook count.
     _listed_modules: tuple[Any, tuple[Any, ...]] | None = None
 
@@ -102,9 +117,7 @@ class ModelAdapter(ABC):
         """Forward hooks currently registered on the model (0 between requests; a leak shows up here)."""
         from models.hooks import hooks_on_modules
 
-        model = getattr(self, "model", None)
-        if model is None:
-            return 0
+        model = self.model
         # The module tree is fixed once a model is loaded, and this runs after every model request:
         # list it once instead of walking it each time.
         modules = self._listed_modules

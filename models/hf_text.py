@@ -24,7 +24,6 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from transformers.utils import logging as hf_logging
 
 from app.core.attention import AttentionStack
-from app.core.errors import InvalidInput
 from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, ModelInfo, TextInput
 from models.errors import ModelLoadError
 from models.family import Family, FamilyError, attention_modules
@@ -109,16 +108,11 @@ class HFTextAdapter(ModelAdapter):
         return self._limit if request.max_tokens is None else min(self._limit, request.max_tokens)
 
     def _text_input(self, inputs: ImageInput | TextInput) -> TextInput:
+        # The request plan sends only texts to text models; anything else is a programming error.
         if not isinstance(inputs, TextInput):
-            raise InvalidInput(f"model {self.info.name!r} is a text model; send text", code="wrong_input_kind", field="model")
+            raise TypeError(f"text model {self.info.name!r} got {type(inputs).__name__}")
         return inputs
 
-    def _check_layers(self, layers: Sequence[int]) -> tuple[int, ...]:
-        wanted = tuple(sorted(set(layers)))
-        if not wanted or wanted[0] < 0 or wanted[-1] >= self.info.layers:
-            raise InvalidInput(f"layers must be in [0, {self.info.layers - 1}]; got {list(layers)}",
-                                code="out_of_range", field="layer")
-        return wanted
 
     # -- interface ----------------------------------------------------------------------------
 
@@ -140,7 +134,7 @@ class HFTextAdapter(ModelAdapter):
         """Hooked forward pass over the requested layers; gradients too when ``request.gradient``."""
         text = self._text_input(inputs)
         check_target(request.target, request.target_text, self.info.labels)
-        wanted = self._check_layers(request.layers)
+        wanted = tuple(sorted(set(request.layers)))  # resolved by the request plan
         gradients = None
         prediction: dict[str, Any] | None
         with self._lock:

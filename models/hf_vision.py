@@ -25,10 +25,11 @@ from torch import nn
 
 from app.core.attention import AttentionStack
 from app.core.errors import AttnmapError, InvalidInput
-from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, ModelInfo, TextInput
+from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, ModelInfo, Picture, TextInput
 from models.errors import ModelLoadError
 from models.family import Family, FamilyError, attention_modules
 from models.hooks import AttentionHooks
+from models.prediction import prediction
 from models.vision_preprocess import Plan, Preprocessor
 
 
@@ -88,7 +89,7 @@ class HFVisionAdapter(ModelAdapter):
     def capture(self, inputs: ImageInput | TextInput, request: CaptureRequest) -> Capture:
         """Preprocess, run the hooked forward pass, and package the requested layers."""
         image = _image_of(inputs)
-        layers = self._check_layers(request.layers)
+        layers = tuple(sorted(set(request.layers)))  # resolved by the request plan
         if request.gradient:
             self._check_target(request.target)
         values, plan = self.preprocessor(image.pixels)
@@ -111,7 +112,7 @@ class HFVisionAdapter(ModelAdapter):
         )
         preprocessing = self.preprocessor.describe(plan, self.patch)
         preprocessing["image"] = dict(image.meta)
-        return Capture(stack=stack, image=image.pixels, placement=plan.placement(self.patch),
+        return Capture(stack=stack, picture=Picture(image.pixels, plan.placement(self.patch)),
                        prediction=self._prediction(logits), preprocessing=preprocessing)
 
     def warm_up(self) -> None:
@@ -187,11 +188,6 @@ class HFVisionAdapter(ModelAdapter):
             return {"interpolate_pos_encoding": True}
         return {}  # DINOv2 interpolates by itself whenever the grid differs
 
-    def _check_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
-        chosen = tuple(sorted(set(layers)))
-        if not chosen or chosen[0] < 0 or chosen[-1] >= self.info.layers:
-            raise InvalidInput(f"layers must be in [0, {self.info.layers - 1}]", code="out_of_range", field="layer")
-        return chosen
 
     def _check_target(self, target: int | None) -> None:
         if not self.has_classifier:
@@ -205,12 +201,15 @@ class HFVisionAdapter(ModelAdapter):
             return None
         probabilities = torch.softmax(logits, dim=-1)
         index = int(probabilities.argmax())
-        return {"label": self.labels[index], "index": index, "score": float(probabilities[index])}
+        probability = float(probabilities[index])
+        return prediction(label=self.labels[index], index=index, probability=probability, score_kind="probability",
+                          score=probability)
 
 
 def _image_of(inputs: ImageInput | TextInput) -> ImageInput:
+    # The request plan sends only images to vision models; anything else is a programming error.
     if not isinstance(inputs, ImageInput):
-        raise InvalidInput("this is a vision model; send an image", code="wrong_input_kind", field="model")
+        raise TypeError(f"a vision model got {type(inputs).__name__}")
     return inputs
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from app.core.errors import InvalidInput
+from models.prediction import prediction
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -46,12 +47,10 @@ def classification_score(logits: torch.Tensor, target: int | None, labels: tuple
     predicted = int(row.argmax())
     chosen = predicted if target is None else target
     probabilities = torch.softmax(row.detach().float(), dim=-1)
-    prediction = {
-        "score_kind": "logit", "target": chosen, "target_label": labels[chosen],
-        "score": float(row[chosen].detach()), "predicted": predicted, "predicted_label": labels[predicted],
-        "probability": float(probabilities[predicted]),
-    }
-    return row[chosen], prediction
+    described = prediction(label=labels[predicted], index=predicted, probability=float(probabilities[predicted]),
+                           score_kind="logit", score=float(row[chosen].detach()), target=chosen,
+                           target_label=labels[chosen])
+    return row[chosen], described
 
 
 def embedding_score(hidden: torch.Tensor, mask: torch.Tensor | None,
@@ -60,14 +59,15 @@ def embedding_score(hidden: torch.Tensor, mask: torch.Tensor | None,
     pooled = mean_pool(hidden, mask)[0]
     if reference is None:
         score = pooled.norm()
-        return score, {"score_kind": "embedding_norm", "score": float(score.detach())}
+        return score, prediction(score_kind="embedding_norm", score=float(score.detach()))
     score = torch.nn.functional.cosine_similarity(pooled, reference.to(pooled.dtype), dim=0)
-    return score, {"score_kind": "cosine_similarity", "score": float(score.detach())}
+    return score, prediction(score_kind="cosine_similarity", score=float(score.detach()))
 
 
 def classification_prediction(logits: torch.Tensor, labels: tuple[str, ...]) -> dict[str, Any]:
     """The predicted class of a finished forward pass (attention and rollout requests report it too)."""
     row = logits[0].detach().float()
     predicted = int(row.argmax())
-    return {"predicted": predicted, "predicted_label": labels[predicted],
-            "probability": float(torch.softmax(row, dim=-1)[predicted])}
+    probability = float(torch.softmax(row, dim=-1)[predicted])
+    return prediction(label=labels[predicted], index=predicted, probability=probability, score_kind="probability",
+                      score=probability)

@@ -8,13 +8,11 @@ from app.core.reduce import (
     fuse_heads,
     gradient_relevance,
     normalize_rows,
-    query_index,
-    resolve_head,
-    resolve_layer,
     rollout,
     rollout_row,
-    select_query,
 )
+from app.service.plan import resolve_head, resolve_layer, resolve_token
+from app.service.reduction import query_row, select_row
 
 
 def test_rollout_matches_hand_computed_three_tokens_two_layers():
@@ -96,12 +94,13 @@ def test_gradient_relevance_is_chefer_rule_in_layer_order():
 
 def test_query_selection():
     matrix = np.arange(9.0).reshape(3, 3)
-    np.testing.assert_array_equal(select_query(matrix, "cls", num_tokens=3), [0, 1, 2])
-    np.testing.assert_array_equal(select_query(matrix, -1, num_tokens=3), [6, 7, 8])
-    np.testing.assert_array_equal(select_query(matrix, "mean", num_tokens=3), [3, 4, 5])
-    assert select_query(matrix, None, num_tokens=3) is matrix
+    np.testing.assert_array_equal(select_row(matrix, query_row("cls", None, 3)), [0, 1, 2])
+    np.testing.assert_array_equal(select_row(matrix, query_row(-1, None, 3)), [6, 7, 8])
+    np.testing.assert_array_equal(select_row(matrix, query_row("mean", None, 3)), [3, 4, 5])
+    np.testing.assert_array_equal(select_row(matrix, query_row("b", ["a", "b", "c"], 3)), [3, 4, 5])
+    assert select_row(matrix, query_row(None, None, 3)) is matrix
     with pytest.raises(InvalidInput):
-        select_query(matrix, 3, num_tokens=3)
+        query_row(3, None, 3)
 
 
 @pytest.mark.parametrize("head", ["mean", "max", "min", 1])
@@ -115,6 +114,6 @@ def test_rollout_row_equals_the_row_of_the_full_rollout(head, discard_ratio):
 
 
 def test_query_index_counts_negatives_from_the_end_and_names_the_range():
-    assert (query_index("cls", 5), query_index(3, 5), query_index(-1, 5)) == (0, 3, 4)
+    assert (resolve_token("cls", None, 5, "query"), resolve_token(3, None, 5, "query"), resolve_token(-1, None, 5, "query")) == (0, 3, 4)
     with pytest.raises(InvalidInput, match=r"\[-5, 4\]"):
-        query_index(5, 5)
+        resolve_token(5, None, 5, "query")

@@ -52,7 +52,7 @@ def test_extreme_finite_values_do_not_overflow():
 
 def test_grid_and_strip():
     panels = [np.random.default_rng(i).random((8, 8)) for i in range(12)]
-    grid = decode_png(plain.grid_png(panels, 512, "viridis", 1, 64))
+    grid = decode_png(plain.grid_png(panels, 512, "viridis", 1))
     assert grid.shape[1] <= 512 and grid.shape[0] > 0
     strip = decode_png(plain.strip_png(np.linspace(0, 1, 10), 300, "viridis", 1))
     assert strip.shape[:2] == (37, 300)

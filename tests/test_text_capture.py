@@ -186,10 +186,17 @@ def test_target_rules_for_a_sentence_model(adapter):
     assert info.value.field == "target_text" and info.value.code == "too_many_tokens"
 
 
-def test_layers_out_of_range(adapter):
-    with pytest.raises(InvalidInput) as info:
-        adapter.capture(TextInput("x y"), CaptureRequest(layers=(6,)))
-    assert info.value.code == "out_of_range"
+def test_layers_out_of_range_are_refused_by_the_plan_before_any_forward_pass(adapter, monkeypatch):
+    """The request plan owns the layer check; the adapter is never asked for a layer it lacks."""
+    from app.http.factory import create_app
+    from models.registry import ModelRegistry
+
+    calls = []
+    monkeypatch.setattr(adapter, "capture", lambda *args: calls.append(args))
+    app = create_app({"builtin_models": ()}, registry=ModelRegistry([adapter]))
+    response = app.test_client().post("/visualize", json={"text": "x y", "model": "minilm", "layer": 6})
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "out_of_range"
+    assert calls == []
 
 
 def test_concurrent_captures_keep_their_own_attention(adapter):

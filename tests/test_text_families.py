@@ -124,7 +124,7 @@ def test_classifier_target_rules_and_prediction(client):
     assert_error(client.post("/visualize", json={"text": TEXT, "model": "tiny-bert-cls", "method": "gradient",
                                                  "target_text": "x"}), 422, "invalid_value", "target_text")
     _, last = values_of(client, text=TEXT, model="tiny-bert-cls", layer=-1)
-    assert last["prediction"]["predicted_label"].startswith("class_")  # a finished pass reports its prediction
+    assert last["prediction"]["label"].startswith("class_")  # a finished pass reports its prediction
 
 
 def test_distilbert_early_stop(model_dirs):

@@ -106,7 +106,7 @@ def test_attention_stops_after_the_last_needed_layer(served, monkeypatch):
     assert "prediction" not in early.get_json()["meta"]  # the classifier never ran
     full = post_image(client, IMAGE, model="vit", method="attention", layer=-1, format="json")
     assert calls["count"] == 1
-    assert set(full.get_json()["meta"]["prediction"]) == {"label", "index", "score"}
+    assert set(full.get_json()["meta"]["prediction"]) == {"label", "index", "probability", "score_kind", "score", "target", "target_label"}
 
 
 def test_inference_mode_except_for_gradient(served, monkeypatch):

@@ -1,7 +1,7 @@
 """Reductions of an attention stack to one 2-D map (pure numpy, float64 internally).
 
-Each method is a small function; :func:`resolve_layer` and :func:`resolve_head` turn user
-selections into indices with a 422 that names the valid range.
+Each method is a small function over already resolved selections (the request plan,
+:mod:`app.service.plan`, turns user selections into indices and names the valid range).
 """
 
 from __future__ import annotations
@@ -10,32 +10,11 @@ from typing import Literal
 
 import numpy as np
 
-from app.core.errors import InvalidInput
-
 Fusion = Literal["mean", "max", "min"]
 
 
-def resolve_layer(layer: int | None, num_layers: int, *, default: int = -1) -> int:
-    """Map a possibly negative layer to ``0..num_layers-1``; out of range is a 422."""
-    chosen = default if layer is None else layer
-    if not -num_layers <= chosen < num_layers:
-        raise InvalidInput(
-            f"layer must be in [{-num_layers}, {num_layers - 1}] (negative counts from the end); got {chosen}",
-            code="out_of_range", field="layer",
-        )
-    return chosen % num_layers
 
 
-def resolve_head(head: int | str, num_heads: int) -> int | Fusion:
-    """Validate a head index (non-negative: -1 is not 'the last head' by accident) or a fusion."""
-    if isinstance(head, str):
-        return head  # type: ignore[return-value]  # schema already restricted it to a Fusion
-    if not 0 <= head < num_heads:
-        raise InvalidInput(
-            f"head must be in [0, {num_heads - 1}] or one of mean/max/min; got {head}",
-            code="out_of_range", field="head",
-        )
-    return head
 
 
 def normalize_rows(matrix: np.ndarray) -> np.ndarray:
@@ -124,31 +103,10 @@ def gradient_relevance(layers: np.ndarray, gradients: np.ndarray) -> np.ndarray:
     return result
 
 
-def query_index(query: int | str, num_tokens: int) -> int:
-    """Row of a single-token query (``cls`` is row 0; negative counts from the end); out of range is a 422."""
-    if query == "cls":
-        return 0
-    assert isinstance(query, int)
-    if not -num_tokens <= query < num_tokens:
-        raise InvalidInput(
-            f"query must be in [{-num_tokens}, {num_tokens - 1}], 'cls' or 'mean'; got {query}",
-            code="out_of_range", field="query",
-        )
-    return query % num_tokens
 
 
-def select_query(matrix: np.ndarray, query: int | str | None, *, num_tokens: int) -> np.ndarray:
-    """One row of ``matrix`` (``cls`` is row 0, ``mean`` the mean row), or the whole matrix."""
-    if query is None:
-        return matrix
-    if query == "mean":
-        return matrix.mean(axis=0)
-    return matrix[query_index(query, num_tokens)]
 
 
-def value_range(values: np.ndarray) -> tuple[float, float]:
-    """Minimum and maximum of a map, as Python floats."""
-    return float(values.min()), float(values.max())
 
 
 def head_entropy(heads: np.ndarray, query_row: int | None = None) -> list[float]:

@@ -32,6 +32,12 @@ _HIGH_DEPTH_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
+def check_image_bytes(size: int, limits: Limits) -> None:
+    """413 ``image_too_large`` when an image of ``size`` bytes is over the byte cap (the one check of it)."""
+    if size > limits.max_image_bytes:
+        raise TooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
+
+
 def decode_image(data: bytes, limits: Limits) -> ImageInput:
     """Decode an uploaded PNG/JPEG/WebP into an :class:`ImageInput` (uint8 RGB, display orientation).
 
@@ -40,8 +46,7 @@ def decode_image(data: bytes, limits: Limits) -> ImageInput:
     ``image_too_large`` over the pixel cap, 422 ``invalid_dimensions`` for too small or too
     elongated images, and 422 ``corrupt_image`` when the pixel data cannot be decoded.
     """
-    if len(data) > limits.max_image_bytes:
-        raise TooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
+    check_image_bytes(len(data), limits)
     image = _open(data, limits)
     width, height = image.size
     meta: dict[str, Any] = {"format": image.format, "mode": image.mode, "stored_size": [width, height]}

@@ -12,12 +12,13 @@ from typing import Any
 
 from flask import Request
 
-from app.core.errors import InvalidInput, MalformedRequest, TooLarge, UnsupportedFormat
+from app.core.errors import InvalidInput, MalformedRequest, UnsupportedFormat
+from app.decode.image import check_image_bytes
 from app.decode.jsonbody import parse_json_object
 from app.decode.multipart import parse_multipart
 from app.decode.tensor import weights_from_json, weights_from_upload
 from app.service.config import Limits
-from app.service.pipeline import Source
+from app.service.plan import ImageSource, Source, TextSource, WeightsSource
 from app.service.schemas import VisualizeOptions, options_from_form, options_from_json
 
 _FILE_PARTS = {"image", "weights"}
@@ -35,7 +36,6 @@ def read_visualize_request(request: Request, limits: Limits) -> tuple[VisualizeO
         options, source = _from_multipart(request, limits)
     else:
         raise UnsupportedFormat("send application/json or multipart/form-data", code="unsupported_media_type")
-    _check_one_source(options, source)
     return options, source
 
 
@@ -54,22 +54,24 @@ def _from_json(request: Request, limits: Limits) -> tuple[VisualizeOptions, Sour
     fields = parse_json_object(body)
     raw_weights = fields.pop("weights", None)
     options = options_from_json(fields)
-    source = Source(text=options.text)
-    if raw_weights is not None:
+    given = _given(raw_weights is not None, options.image is not None, options.text is not None)
+    if given == "weights":
         # Evaluated only if the weights need the exact check (three passes over the body).
-        source.weights = weights_from_json(
+        weights = weights_from_json(
             raw_weights, limits, may_hold_literals=lambda: b"true" in body or b"false" in body or b"null" in body)
-    if options.image is not None:
-        source.image_bytes = _base64_image(options.image, limits)
-    return options, source
+        return options, WeightsSource(weights)
+    if given == "image":
+        assert options.image is not None
+        return options, ImageSource(_base64_image(options.image, limits))
+    assert options.text is not None
+    return options, TextSource(options.text)
 
 
 def _base64_image(text: str, limits: Limits) -> bytes:
     """Decode a base64 image (optionally a ``data:`` URL), with the byte cap checked first."""
     if text.startswith("data:"):
         _, _, text = text.partition(",")
-    if len(text) * 3 // 4 > limits.max_image_bytes:
-        raise TooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
+    check_image_bytes(len(text) * 3 // 4, limits)  # before decoding: the encoded text bounds the bytes
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -91,16 +93,14 @@ def _from_multipart(request: Request, limits: Limits) -> tuple[VisualizeOptions,
             raise InvalidInput(f"{name!r} must be sent as a file part", code="invalid_type", field=name)
         fields[name] = values[0]
     options = options_from_form(fields)
-    source = Source(text=options.text)
-    if "weights" in form.files:
+    given = _given("weights" in form.files, "image" in form.files, options.text is not None)
+    if given == "weights":
         upload = form.files["weights"][0]
-        source.weights = weights_from_upload(upload.filename, upload.data, limits)
-    if "image" in form.files:
-        data = form.files["image"][0].data
-        if len(data) > limits.max_image_bytes:
-            raise TooLarge(f"the image is larger than {limits.max_image_bytes} bytes", code="image_too_large", field="image")
-        source.image_bytes = data
-    return options, source
+        return options, WeightsSource(weights_from_upload(upload.filename, upload.data, limits))
+    if given == "image":
+        return options, ImageSource(form.files["image"][0].data)
+    assert options.text is not None
+    return options, TextSource(options.text)
 
 
 def _multipart_body(request: Request) -> bytes:
@@ -117,10 +117,11 @@ def _multipart_body(request: Request) -> bytes:
     return body
 
 
-def _check_one_source(options: VisualizeOptions, source: Source) -> None:
-    given = [name for name, present in (("weights", source.weights is not None), ("image", source.image_bytes is not None),
-                                        ("text", source.text is not None)) if present]
+def _given(weights: bool, image: bool, text: bool) -> str:
+    """The one source a request gave (``weights``, ``image`` or ``text``); none or several is a 422."""
+    given = [name for name, present in (("weights", weights), ("image", image), ("text", text)) if present]
     if not given:
         raise InvalidInput("give one source: weights, image (with model) or text (with model)", code="missing_source")
     if len(given) > 1:
         raise InvalidInput(f"give exactly one source; got {', '.join(given)}", code="conflicting_sources", field=given[1])
+    return given[0]

@@ -10,7 +10,7 @@ from app.core.errors import Unavailable
 from app.http.intake import read_visualize_request
 from app.http.responses import json_response, png_response
 from app.http.state import state
-from app.service.pipeline import run
+from app.service.pipeline import JsonResult, run
 
 api = Blueprint("api", __name__)
 
@@ -28,9 +28,8 @@ def visualize() -> Response:
     with timer.stage("decode"):
         options, source = read_visualize_request(request, current.settings.limits)
     result = run(options, source, current.registry, current.settings, timer)
-    if result.document is not None:
+    if isinstance(result, JsonResult):
         return json_response(result.document, headers=result.headers)
-    assert result.png is not None
     with timer.stage("encode"):
         return png_response(result.png, result.headers)
 

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 
 from app.render.colormaps import LEVELS, palette
-from app.render.photo_png import encode_rgb_up
 
 Interpolation = Literal["nearest", "bilinear", "bicubic"]
 _CV_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
@@ -81,11 +80,3 @@ def overlay_image(image: np.ndarray, scaled: np.ndarray, placement: tuple[float,
             outline = (outline[0] * sx, outline[1] * sy, outline[2] * sx, outline[3] * sy)
     return overlay_rgb(image, scaled, placement, alpha=alpha, colormap=colormap, interpolation=interpolation, outline=outline)
 
-
-def overlay_png(image: np.ndarray, scaled: np.ndarray, placement: tuple[float, float, float, float], *,
-                alpha: float, colormap: str, interpolation: Interpolation, outline: tuple[float, float, float, float] | None,
-                max_side: int, max_pixels: int | None = None, level: int = 1) -> bytes:
-    """Encode :func:`overlay_image` as a lossless PNG (see :mod:`app.render.photo_png` for why not OpenCV's)."""
-    blended = overlay_image(image, scaled, placement, alpha=alpha, colormap=colormap, interpolation=interpolation,
-                            outline=outline, max_side=max_side, max_pixels=max_pixels)
-    return encode_rgb_up(blended, level)

@@ -14,7 +14,7 @@ import struct
 
 import numpy as np
 
-from app.render.png import _SIGNATURE, _chunk, _compress
+from app.render.png import SIGNATURE, chunk, compress
 
 _FILTER_UP = 2
 # ISA-L's deflate has levels 0-3; zlib-style levels above 3 map to its strongest.
@@ -32,9 +32,9 @@ def encode_rgb_up(image: np.ndarray, level: int = 1) -> bytes:
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps modulo 256, as PNG wants
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"".join((
-        _SIGNATURE,
-        _chunk(b"IHDR", header),
+        SIGNATURE,
+        chunk(b"IHDR", header),
         # The array goes to deflate through the buffer protocol: no 2.4 MB copy for a 1024x768 photo.
-        _chunk(b"IDAT", _compress(filtered, min(max(level, 0), _MAX_LEVEL))),
-        _chunk(b"IEND", b""),
+        chunk(b"IDAT", compress(filtered, min(max(level, 0), _MAX_LEVEL))),
+        chunk(b"IEND", b""),
     ))

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 
-from app.core.errors import InvalidInput
 from app.render.colormaps import BLANK_INDEX, palette
 from app.render.normalize import to_indices
 from app.render.png import block_counts, encode_blocks, encode_indexed
@@ -52,13 +51,11 @@ def grid_layout(panels: int) -> tuple[int, int]:
     return math.ceil(panels / columns), columns
 
 
-def grid_png(scaled_panels: list[np.ndarray], size: int, colormap: str, level: int, max_panels: int) -> bytes:
-    """All panels (each a [0, 1] map) side by side in one PNG about ``size`` px on its longer side."""
-    if len(scaled_panels) > max_panels:
-        raise InvalidInput(
-            f"a grid of {len(scaled_panels)} panels exceeds the limit of {max_panels}",
-            code="too_many_panels", field="view",
-        )
+def grid_png(scaled_panels: list[np.ndarray], size: int, colormap: str, level: int) -> bytes:
+    """All panels (each a [0, 1] map) side by side in one PNG about ``size`` px on its longer side.
+
+    The panel count is capped by the request plan (``max_panels``) before any work.
+    """
     rows, columns = grid_layout(len(scaled_panels))
     gap = 2
     panel_rows, panel_cols = scaled_panels[0].shape

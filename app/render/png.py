@@ -15,23 +15,23 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cv2
 import numpy as np
 
 try:  # ISA-L's deflate; the zlib fallback writes PNGs with identical pixels, only slower.
     from isal import isal_zlib
 
-    _compress = isal_zlib.compress
+    compress = isal_zlib.compress
 except ImportError:  # pragma: no cover - isal ships wheels for every platform we build for
-    _compress = zlib.compress
+    compress = zlib.compress
 
-_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IEND = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
 _FILTER_SUB = 1
 _FILTER_UP = 2
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
+def chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and CRC (shared with :mod:`app.render.photo_png`)."""
     # The CRC covers type and data; chaining it avoids concatenating (copying) a large IDAT first.
     crc = zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF
     return b"".join((struct.pack(">I", len(data)), kind, data, struct.pack(">I", crc)))
@@ -56,17 +56,17 @@ def _block_counts(cells: int, pixels: int) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _palette_chunk(palette: bytes) -> bytes:
-    return _chunk(b"PLTE", palette)
+    return chunk(b"PLTE", palette)
 
 
 def _indexed_png(width: int, height: int, filtered: bytes | np.ndarray, palette: np.ndarray, level: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
     return b"".join(
         (
-            _SIGNATURE,
-            _chunk(b"IHDR", header),
+            SIGNATURE,
+            chunk(b"IHDR", header),
             _palette_chunk(np.ascontiguousarray(palette, dtype=np.uint8).tobytes()),
-            _chunk(b"IDAT", _compress(filtered, level)),
+            chunk(b"IDAT", compress(filtered, level)),
             _IEND,
         )
     )
@@ -138,10 +138,3 @@ def encode_indexed(indices: np.ndarray, palette: np.ndarray, level: int = 1) -> 
     filtered[same_as_above, 1:] = 0
     return _indexed_png(width, height, filtered, palette, level)
 
-
-def encode_rgb(image: np.ndarray, level: int = 1) -> bytes:
-    """Encode a uint8 RGB ``[H, W, 3]`` image (overlays, annotated figures) with OpenCV."""
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, level])
-    if not ok:  # pragma: no cover - OpenCV only fails on invalid arrays, which callers never pass
-        raise RuntimeError("PNG encoding failed")
-    return encoded.tobytes()

@@ -1,88 +1,90 @@
 """decode -> capture -> reduce -> render: the straight pipeline behind ``POST /visualize``.
 
-No Flask here: the HTTP layer hands over validated options and decoded sources, and gets back
-either PNG bytes with provenance headers or a JSON document.
+No Flask here: the HTTP layer hands over validated options and exactly one source; the request
+is resolved once into a :class:`~app.service.plan.Plan`, and the view table says how its map is
+reduced and drawn. The result is PNG bytes or a JSON document, with provenance headers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from app.core.attention import AttentionStack, stack_from_array
 from app.core.errors import AttnmapError, InvalidInput, Unavailable
-from app.core.reduce import resolve_head, resolve_layer
-from app.render.colormaps import check_colormap
+from app.core.inputs import ImageInput, TextInput
 from app.service.config import Settings
+from app.service.plan import (
+    Facts,
+    ImageSource,
+    Plan,
+    Source,
+    TextSource,
+    WeightsSource,
+    check_model_kind,
+    check_output,
+    check_source,
+    resolve,
+    source_kind,
+)
+from app.service.reduction import ReducedMap
 from app.service.schemas import VisualizeOptions
 from app.service.timing import StageTimer
-from app.service.views import ReducedMap, reduce_for_view, render_map
-from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, TextInput
+from app.service.views import view_entry
+from models.adapter import Capture, CaptureRequest, ModelAdapter, ModelInfo
 from models.device import is_out_of_memory, release_accelerator_memory
 from models.hooks import AttentionNotCaptured
 from models.registry import ModelRegistry
 
 
-@dataclass
-class Source:
-    """Exactly one of: raw weights, an image (bytes) or a text, as the request gave it."""
+@dataclass(frozen=True)
+class PngResult:
+    """Encoded PNG bytes and the provenance headers."""
 
-    weights: np.ndarray | None = None
-    image_bytes: bytes | None = None
-    text: str | None = None
-
-
-@dataclass
-class Result:
-    """What the HTTP layer sends: PNG bytes or a JSON document, plus headers."""
-
-    png: bytes | None = None
-    document: dict[str, Any] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    png: bytes
+    headers: dict[str, str]
 
 
-def check_output_limits(options: VisualizeOptions, settings: Settings) -> None:
-    """Output size caps and the colormap allow-list, before any work."""
-    limits = settings.limits
-    if options.size > limits.max_output_side:
-        raise InvalidInput(f"size must be at most {limits.max_output_side} px; got {options.size}",
-                            code="output_too_large", field="size")
-    check_colormap(options.colormap)
-    if options.normalize == "none" and not options.vmax > options.vmin:
-        raise InvalidInput("vmax must be greater than vmin", code="invalid_value", field="vmax")
+@dataclass(frozen=True)
+class JsonResult:
+    """The JSON document (values and meta) and the provenance headers."""
+
+    document: dict[str, Any]
+    headers: dict[str, str]
+
+
+Result = PngResult | JsonResult
 
 
 def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, settings: Settings, timer: StageTimer) -> Result:
-    """Produce the response for one visualize request."""
-    check_output_limits(options, settings)
-    capture: Capture
-    if source.weights is not None:
-        if options.model is not None:
-            raise InvalidInput("give either weights or a model with an image/text, not both",
-                                code="conflicting_sources", field="model")
-        if options.method == "gradient":
-            raise InvalidInput("method 'gradient' needs a model input (image or text), not raw weights",
-                                code="invalid_value", field="method")
-        capture = Capture(stack=_raw_stack(source.weights, options))
-        model_name = None
+    """Produce the response for one visualize request: resolve the plan, capture, reduce, render."""
+    check_output(options, settings.limits)  # before any work, even before the model is looked up
+    kind = source_kind(source)
+    check_source(options, kind)
+    if isinstance(source, WeightsSource):
+        weights = source.weights
+        facts = Facts(kind="weights", num_layers=weights.shape[0] if weights.ndim == 4 else 1,
+                      num_heads=weights.shape[-3] if weights.ndim >= 3 else 1, square=weights.shape[-1] == weights.shape[-2])
+        plan = resolve(options, facts, settings.limits)
+        capture = Capture(stack=_raw_stack(weights, options))
     else:
-        capture = _capture_from_model(options, source, registry, settings, timer)
-        model_name = options.model
+        plan, capture = _capture_from_model(options, source, registry, settings, timer)
     check_deadline(timer, settings)
+    entry = view_entry(plan.view)
     with timer.stage("reduce"):
-        reduced = reduce_for_view(capture, options, settings)
+        reduced = entry.reduce(capture, plan, settings.limits)
     check_deadline(timer, settings)
-    meta = _provenance(model_name, capture, reduced, options)
-    if options.format == "json":
+    meta = _provenance(plan, capture, reduced)
+    if plan.format == "json":
         document = {"values": reduced.values, "shape": list(reduced.values.shape), "meta": meta}
-        return Result(document=document, headers=_headers(meta))
-    png = render_map(reduced, capture, options, settings, timer)
+        return JsonResult(document=document, headers=_headers(meta))
+    png = entry.render(reduced, capture, plan, settings, timer)
     if len(png) > settings.limits.max_output_bytes:
         raise InvalidInput("the rendered PNG exceeds the output byte limit; ask for a smaller size",
-                            code="output_too_large", field="size")
-    return Result(png=png, headers=_headers(meta))
+                           code="output_too_large", field="size")
+    return PngResult(png=png, headers=_headers(meta))
 
 
 def check_deadline(timer: StageTimer, settings: Settings) -> None:
@@ -93,7 +95,7 @@ def check_deadline(timer: StageTimer, settings: Settings) -> None:
     """
     if timer.elapsed() > settings.request_deadline_s:
         raise Unavailable(f"the request ran past the {settings.request_deadline_s:g} s deadline; "
-                                 "ask for less (fewer layers, a smaller size) or retry", code="deadline_exceeded")
+                          "ask for less (fewer layers, a smaller size) or retry", code="deadline_exceeded")
 
 
 def _raw_stack(weights: np.ndarray, options: VisualizeOptions) -> AttentionStack:
@@ -101,47 +103,38 @@ def _raw_stack(weights: np.ndarray, options: VisualizeOptions) -> AttentionStack
     tokens = options.tokens
     if tokens is not None and len(tokens) != weights.shape[-1]:
         raise InvalidInput(f"tokens has {len(tokens)} labels but the weights have {weights.shape[-1]} keys",
-                            code="tokens_mismatch", field="tokens")
+                           code="tokens_mismatch", field="tokens")
     return stack_from_array(weights, tokens)
 
 
-def _needed_layers(options: VisualizeOptions, num_layers: int) -> tuple[int, ...]:
-    """Model layers a request needs: one for attention/grid, all up to the chosen one otherwise."""
-    if options.view == "trace":
-        return tuple(range(num_layers))
-    layer = resolve_layer(options.layer, num_layers)
-    if options.method == "attention":
-        return (layer,)
-    return tuple(range(layer + 1))
+def _model_facts(info: ModelInfo) -> Facts:
+    return Facts(kind=info.kind, num_layers=info.layers, num_heads=info.heads, model=info.name)
 
 
-def _capture_from_model(options: VisualizeOptions, source: Source, registry: ModelRegistry,
-                        settings: Settings, timer: StageTimer) -> Capture:
-    if options.model is None:
-        raise InvalidInput("an image or text needs a model; GET /models lists them", code="missing_field", field="model")
+def _decode_input(options: VisualizeOptions, source: ImageSource | TextSource, settings: Settings) -> ImageInput | TextInput:
+    if isinstance(source, ImageSource):
+        from app.decode.image import decode_image
+
+        return decode_image(source.data, settings.limits)
+    from app.decode.text import check_text
+
+    limits = settings.limits
+    pair = check_text(options.text_pair, limits, "text_pair") if options.text_pair is not None else None
+    if options.target_text is not None:
+        check_text(options.target_text, limits, "target_text")
+    return TextInput(check_text(source.text, limits, "text"), pair)
+
+
+def _capture_from_model(options: VisualizeOptions, source: ImageSource | TextSource, registry: ModelRegistry,
+                        settings: Settings, timer: StageTimer) -> tuple[Plan, Capture]:
+    assert options.model is not None  # check_source: an image or text comes with a model
     adapter = registry.get(options.model)
-    info = adapter.info
-    inputs: ImageInput | TextInput
+    facts = _model_facts(adapter.info)
+    check_model_kind(facts, source_kind(source))
+    plan = resolve(options, facts, settings.limits)
     with timer.stage("decode"):
-        if source.image_bytes is not None:
-            if info.kind != "vision":
-                raise InvalidInput(f"model {info.name!r} is a {info.kind} model; send text", code="wrong_input_kind", field="model")
-            from app.decode.image import decode_image
-
-            inputs = decode_image(source.image_bytes, settings.limits)
-        else:
-            if info.kind != "text":
-                raise InvalidInput(f"model {info.name!r} is a {info.kind} model; send an image", code="wrong_input_kind", field="model")
-            from app.decode.text import check_text
-
-            assert source.text is not None
-            inputs = TextInput(check_text(source.text, settings.limits, "text"),
-                               check_text(options.text_pair, settings.limits, "text_pair") if options.text_pair is not None else None)
-            if options.target_text is not None:
-                check_text(options.target_text, settings.limits, "target_text")
-    if isinstance(options.head, int):
-        resolve_head(options.head, info.heads)
-    request = CaptureRequest(layers=_needed_layers(options, info.layers), gradient=options.method == "gradient",
+        inputs = _decode_input(options, source, settings)
+    request = CaptureRequest(layers=plan.layers, gradient=plan.method == "gradient",
                              target=options.target, target_text=options.target_text, truncate=options.truncate,
                              max_tokens=settings.limits.max_tokens)
     tokens = adapter.estimate_tokens(inputs, request)
@@ -154,7 +147,7 @@ def _capture_from_model(options: VisualizeOptions, source: Source, registry: Mod
             code="selection_too_large", field="method")
     check_deadline(timer, settings)
     with timer.stage("forward"):
-        return _guarded_capture(adapter, inputs, request)
+        return plan, _guarded_capture(adapter, inputs, request)
 
 
 def _guarded_capture(adapter: ModelAdapter, inputs: ImageInput | TextInput, request: CaptureRequest) -> Capture:
@@ -173,12 +166,12 @@ def _guarded_capture(adapter: ModelAdapter, inputs: ImageInput | TextInput, requ
         raise
 
 
-def _provenance(model: str | None, capture: Capture, reduced: ReducedMap, options: VisualizeOptions) -> dict[str, Any]:
+def _provenance(plan: Plan, capture: Capture, reduced: ReducedMap) -> dict[str, Any]:
     stack = capture.stack
     low, high = (float(reduced.values.min()), float(reduced.values.max())) if reduced.values.size else (0.0, 0.0)
     meta: dict[str, Any] = {
-        "model": model,
-        "method": options.method,
+        "model": plan.model,
+        "method": plan.method,
         "view": reduced.view,
         "layers": list(reduced.layers),
         "heads": reduced.heads,
@@ -190,8 +183,8 @@ def _provenance(model: str | None, capture: Capture, reduced: ReducedMap, option
         "prefix_tokens_dropped": stack.prefix_tokens if stack.grid else 0,
         "grid": list(stack.grid) if stack.grid else None,
         "value_range": [low, high],
-        "semantics": "relevance" if options.method == "gradient" else "attention",
-        "normalization": options.normalize,
+        "semantics": "relevance" if plan.method == "gradient" else "attention",
+        "normalization": plan.drawing.normalize,
     }
     meta.update(reduced.meta)
     meta.update(stack.meta)

@@ -68,7 +68,13 @@ export function provenance(doc, headers) {
   if (meta) {
     if (meta.prediction) {
       const p = meta.prediction;
-      rows.push(["Prediction", `${p.label} (${(p.score * 100).toFixed(1)} %)`]);
+      if (p.label !== null && typeof p.probability === "number") {
+        rows.push(["Prediction", `${p.label} (${(p.probability * 100).toFixed(1)} %)`]);
+      }
+      if (p.score_kind !== "probability") {
+        const target = p.target_label !== null ? ` of ${p.target_label}` : "";
+        rows.push(["Explained score", `${p.score_kind.replace("_", " ")}${target}: ${formatValue(p.score)}`]);
+      }
     }
     rows.push(["Method", `${meta.method}${meta.semantics === "relevance" ? " (relevance)" : ""}`]);
     rows.push(["Layer", layersText(meta)]);

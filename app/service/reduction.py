@@ -1,0 +1,169 @@
+"""From a capture to the map a view shows: apply the plan's layer, head, method and query.
+
+Each view has its reducer here (registered in :mod:`app.service.views`). Reducers receive a
+resolved :class:`~app.service.plan.Plan` and do not validate it again; only what needs the
+captured tokens (a query given as text) is resolved here, through
+:func:`~app.service.plan.resolve_token`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.core.attention import AttentionStack
+from app.core.errors import InvalidInput
+from app.core.geometry import area_share, region_mass
+from app.core.reduce import fuse_heads, gradient_relevance, head_entropy, rollout, rollout_row
+from app.core.tokens import mask_tokens, merge_words, pool_blocks, word_groups
+from app.service.config import Limits
+from app.service.plan import Plan, resolve_token
+from models.adapter import Capture, Picture
+
+
+@dataclass
+class ReducedMap:
+    """A map ready to render: ``values`` is 1-D (a query row), 2-D, or ``[panels, ...]`` for grids."""
+
+    values: np.ndarray
+    view: str
+    layers: list[int]
+    heads: Any
+    query: Any = None
+    row_labels: list[str] | None = None
+    col_labels: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def query_row(query: int | str | None, labels: list[str] | None, count: int) -> int | str | None:
+    """The plan's query as a row index, ``mean`` (the mean row) or None (the whole matrix)."""
+    if query is None or query == "mean":
+        return query
+    return resolve_token(query, labels, count, "query")
+
+
+def shown_query(query: int | str | None, row: int | str | None) -> int | str | None:
+    """The query as provenance reports it: as given, except token text, which becomes its position."""
+    return row if isinstance(query, str) and query not in ("cls", "mean") else query
+
+
+def select_row(matrix: np.ndarray, row: int | str | None) -> np.ndarray:
+    """One row of ``matrix`` (an index, or ``mean``), or the whole matrix for None."""
+    if row is None:
+        return matrix
+    if row == "mean":
+        return matrix.mean(axis=0)
+    return matrix[row]
+
+
+def reduce_matrix_view(capture: Capture, plan: Plan, limits: Limits) -> ReducedMap:
+    """``heatmap`` and ``overlay``: a matrix, or one query row (a strip for tokens, a patch grid for images)."""
+    stack = capture.stack
+    labels = stack.tokens
+    meta: dict[str, Any] = {}
+    token_options = stack.grid is None and (plan.merge_subwords or plan.mask_special)
+    count = stack.weights.shape[-2]
+    if plan.method in ("attention", "rollout") and not token_options and plan.query is not None and plan.query != "mean":
+        # One query row is all that is shown (a patch map, or a text/weights strip). Attention: fuse
+        # only that row of each head (fusion and renormalisation are per row, so the values are the
+        # same). Rollout: vector-matrix products from the left instead of the full T^3 product.
+        row = resolve_token(plan.query, labels, count, "query")
+        if plan.method == "attention":
+            values = fuse_heads(stack.layer_slice(plan.layer)[:, row : row + 1, :], plan.head)[0]
+        else:
+            values = rollout_row(stack.layers_up_to(plan.layer), row, plan.head, plan.discard_ratio)
+        query = shown_query(plan.query, row)
+    else:
+        matrix = _matrix(stack, plan)
+        if token_options:
+            matrix, labels, meta = _token_options(stack, plan, matrix, labels)
+        selected = query_row(plan.query, labels, matrix.shape[0])
+        values = select_row(matrix, selected)
+        query = shown_query(plan.query, selected)
+    square = stack.weights.shape[-1] == stack.weights.shape[-2]
+    if square and stack.grid is None and plan.drawing.annotate and plan.format == "png" and labels \
+            and len(labels) > limits.max_labels:
+        values, labels, meta["pooled"] = pool_blocks(values, labels, limits.max_labels)
+    if stack.grid is not None and values.ndim == 1:
+        values = _to_grid(values, stack)
+        meta["entropy_per_head"] = head_entropy(stack.layer_slice(plan.layer), query_row=0) if plan.method == "attention" else None
+        if plan.drawing.region is not None and capture.picture is not None:
+            meta.update(_region(values, capture.picture, plan.drawing.region))
+    return ReducedMap(values=values, view=plan.view, layers=list(plan.layers), heads=plan.head, query=query,
+                      row_labels=labels if query is None else None, col_labels=labels, meta=meta)
+
+
+def _matrix(stack: AttentionStack, plan: Plan) -> np.ndarray:
+    if plan.method == "attention":
+        return fuse_heads(stack.layer_slice(plan.layer), plan.head)
+    if plan.method == "rollout":
+        return rollout(stack.layers_up_to(plan.layer), plan.head, plan.discard_ratio)
+    # gradient: the plan only allows it for model inputs, whose captures carry gradients.
+    gradients = stack.gradients if stack.gradients is not None else np.zeros_like(stack.weights)
+    count = stack.layers.index(plan.layer) + 1
+    return gradient_relevance(stack.weights[:count], gradients[:count])
+
+
+def _token_options(stack: AttentionStack, plan: Plan, matrix: np.ndarray,
+                   labels: list[str] | None) -> tuple[np.ndarray, list[str] | None, dict[str, Any]]:
+    meta: dict[str, Any] = {}
+    if plan.merge_subwords and stack.words is not None:
+        groups = word_groups(stack.words)
+        matrix, labels = merge_words(matrix, labels, groups)
+        meta["merged_words"] = len(groups)
+        specials = [i for i, g in enumerate(groups) if len(g) == 1 and g[0] in stack.special_tokens]
+    else:
+        specials = list(stack.special_tokens)
+    if plan.mask_special:
+        matrix, labels, kept = mask_tokens(matrix, labels, specials)
+        meta["masked_positions"] = [i for i in range(len(kept) + len(specials)) if i not in kept]
+    return matrix, labels, meta
+
+
+def _to_grid(row: np.ndarray, stack: AttentionStack) -> np.ndarray:
+    assert stack.grid is not None
+    patches = row[stack.prefix_tokens:]
+    rows, cols = stack.grid
+    if patches.size != rows * cols:
+        raise InvalidInput(f"{patches.size} patch tokens do not fill a {rows}x{cols} grid", code="grid_mismatch", field="model")
+    return patches.reshape(stack.grid)
+
+
+def _region(values: np.ndarray, picture: Picture, box: tuple[float, float, float, float]) -> dict[str, Any]:
+    return {"region": list(box), "region_mass": region_mass(values, picture.placement, box),
+            "region_area_share": area_share(picture.placement, box)}
+
+
+def reduce_grid(capture: Capture, plan: Plan, limits: Limits) -> ReducedMap:
+    """``grid``: every head of one layer, each panel the query row (or the matrix) of that head."""
+    stack = capture.stack
+    heads = stack.layer_slice(plan.layer).astype(np.float64)
+    row = query_row(plan.query, stack.tokens, heads.shape[1])
+    panels = []
+    for head in heads:
+        panel = select_row(head, row)
+        if stack.grid is not None and panel.ndim == 1:
+            panel = _to_grid(panel, stack)
+        elif panel.ndim == 1:
+            panel = panel.reshape(1, -1)
+        panels.append(panel)
+    return ReducedMap(values=np.stack(panels), view="grid", layers=[plan.layer], heads=list(range(stack.num_heads)),
+                      query=shown_query(plan.query, row), col_labels=stack.tokens, meta={"panels": len(panels)})
+
+
+def reduce_trace(capture: Capture, plan: Plan, limits: Limits) -> ReducedMap:
+    """``trace``: one query->key weight across every layer and head (``[L, H]``)."""
+    stack = capture.stack
+    labels = stack.tokens
+    # The plan made sure both are given for this view.
+    query = 0 if plan.query in (None, "cls", "mean") else plan.query
+    q = resolve_token(query, labels, stack.weights.shape[-2], "query")
+    k = resolve_token(plan.key if plan.key is not None else 0, labels, stack.weights.shape[-1], "key")
+    values = stack.weights[:, :, q, k].astype(np.float64)
+    meta = {"query_token": labels[q] if labels else q, "key_token": labels[k] if labels else k,
+            "query_index": q, "key_index": k}
+    return ReducedMap(values=values, view="trace", layers=list(stack.layers), heads=list(range(stack.num_heads)),
+                      query=q, row_labels=[f"L{layer}" for layer in stack.layers],
+                      col_labels=[f"H{h}" for h in range(stack.num_heads)], meta=meta)
