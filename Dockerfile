@@ -44,7 +44,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /srv/attnmap
-COPY Makefile pyproject.toml README.md ./
+# Only what the dependency layers need, so that an edit elsewhere (README, code) reuses them.
+COPY Makefile pyproject.toml ./
 # A TLS-intercepting proxy's CA, if the build machine has one, comes in as the optional secret
 # `pip-cert` (never stored in a layer). pip's downloads are kept in a build cache, not in a layer.
 RUN --mount=type=secret,id=pip-cert \

@@ -39,11 +39,9 @@ def image_report() -> list[str]:
     """Image size, its layers above 1 MB, and the largest installed packages."""
     size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
     lines = [f"image {IMAGE}: {size / 1e6:.0f} MB"]
-    history = podman("history", "--human=false", "--format", "{{.Size}}\t{{.CreatedBy}}", IMAGE).stdout
-    for row in history.splitlines():
-        layer, _, created_by = row.partition("\t")
-        if int(layer) > 1_000_000:
-            lines.append(f"  layer {int(layer) / 1e6:7.0f} MB  {created_by.strip()[:110]}")
+    for layer in json.loads(podman("history", "--format", "json", IMAGE).stdout):
+        if int(layer["size"]) > 1_000_000:
+            lines.append(f"  layer {int(layer['size']) / 1e6:7.0f} MB  {layer['CreatedBy'].strip()[:110]}")
     du = podman("run", "--rm", "--network=host", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
                 "--entrypoint", "sh", IMAGE, "-c",
                 f"du -sm /opt/venv {SITE}/* /srv/attnmap | sort -rn | head -16").stdout
