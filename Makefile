@@ -10,18 +10,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install serve test lint bench image clean
+.PHONY: install serve test lint bench bench-audit audit-images image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# The client (client/: attnmap_client and the `attnmap` command) goes into the same venv.
+$(STAMP): pyproject.toml client/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e . -e ./client
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]"
+$(DEV_STAMP): pyproject.toml client/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]" -e ./client
 	touch $@ $(STAMP)
 
 # Everything `make serve` needs; the Dockerfile runs this target too.
@@ -34,11 +35,19 @@ test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check app models bench tests
-	$(BIN)/mypy app models
+	$(BIN)/ruff check app models bench tests training client
+	$(BIN)/mypy app models client/attnmap_client
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/http_bench.py
+
+bench-audit: $(DEV_STAMP)
+	$(BIN)/python bench/audit_throughput.py
+
+# A few hundred marked and unmarked shape images for `attnmap audit` (README: the attention audit).
+AUDIT_IMAGES ?= audit-images
+audit-images: $(STAMP)
+	$(BIN)/python -m training.audit_set --out $(AUDIT_IMAGES) --count 300
 
 image:
 	scripts/build-image.sh

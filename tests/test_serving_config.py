@@ -231,7 +231,7 @@ def test_dockerfile_copies_existing_paths_not_ignored():
                 assert in_build_context(source, patterns), f"{source} is in .dockerignore"
     # What the image needs is in the context (the Dockerfile copies the context with `COPY . ./`) ...
     for needed in ("pyproject.toml", "Makefile", "README.md", "gunicorn.conf.py", "openapi.yaml", "app/wsgi.py",
-                   "models/builtin/shapes-vit/config.json", "scripts/healthcheck.py"):
+                   "models/builtin/shapes-vit/config.json", "scripts/healthcheck.py", "client/pyproject.toml"):
         assert (ROOT / needed).exists(), needed
         assert in_build_context(needed, patterns), needed
     # ... and what it must not carry is not.

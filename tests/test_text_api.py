@@ -7,6 +7,7 @@ import pytest
 
 from app.http.factory import create_app
 from app.http.state import state
+from app.render.annotated import readable_labels
 from models.hooks import hooks_on
 from models.registry import ModelRegistry
 from tests.conftest import decode_png
@@ -156,8 +157,11 @@ def test_512_tokens_on_one_layer_fit_the_budget(client, app, adapter):
     for extra in ({}, {"annotate": True}, {"query": 0}, {"query": 0, "annotate": True}):
         response = post(client, text=text, model="minilm", layer=0, **extra)
         assert response.status_code == 200, response.get_json()
-        # Past max_labels (128) the labelled display pools blocks of 4 tokens and says so.
-        assert response.headers.get("X-Attnmap-Pooled") == ("4" if extra.get("annotate") else None)
+        # Past the labels that fit at a legible size (36 at 512 px) the labelled display pools
+        # blocks of neighbours and says so.
+        fit = readable_labels(512, state(app).settings.limits.max_labels)
+        assert fit == 36
+        assert response.headers.get("X-Attnmap-Pooled") == (str(-(-512 // fit)) if extra.get("annotate") else None)
 
 
 def test_display_pooling_keeps_rows_stochastic():

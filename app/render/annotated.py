@@ -69,15 +69,51 @@ def _clean_label(label: str) -> str:
     return text if len(text) <= 24 else text[:23] + "\u2026"
 
 
+def _label_points(cell_px: float, size: int) -> float:
+    """Tick label size in points: as large as a cell allows (with some air), at most 9 pt per 512 px."""
+    return max(3.0, min(9.0 * max(1.0, size / 512), 20.0, cell_px * 0.8 * 72 / _DPI))
+
+
+def readable_labels(size: int, max_labels: int) -> int:
+    """How many token labels fit along an axis of an annotated map ``size`` px tall at >= 6 pt.
+
+    Beyond this (or ``max_labels``) neighbouring tokens are pooled for display (the title says so).
+    """
+    axis_px = 0.74 * size
+    per_label_px = 6.0 / 0.8 * _DPI / 72  # a 6 pt label needs a cell of about 10 px
+    return max(8, min(max_labels, int(axis_px / per_label_px)))
+
+
 def _build(rows: int, cols: int, row_labels: list[str] | None, col_labels: list[str] | None,
-           size: int, colormap: str, max_labels: int, title: str) -> _Layout:
-    inches = size / _DPI
-    figure = Figure(figsize=(inches * 1.15, inches), dpi=_DPI)
+           size: int, colormap: str, max_labels: int, title: str,
+           axis_titles: tuple[str, str] = ("query", "key")) -> _Layout:
+    # Everything is measured in pixels of a (1.15 size) x size figure: fonts, colorbar and margins
+    # grow with ``size`` instead of staying at their 512 px values.
+    width_px, height_px = size * 1.15, float(size)
+    scale = max(1.0, size / 512)
+    text_pt = min(9.0 * scale, 24.0)
+    text_px = text_pt * _DPI / 72
+    figure = Figure(figsize=(width_px / _DPI, height_px / _DPI), dpi=_DPI)
     canvas = FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.16, 0.16, 0.66, 0.76))
+    cell_px = min(0.74 * height_px / max(rows, 1), 0.66 * width_px / max(cols, 1))
+    label_pt = _label_points(cell_px, size)
+    label_px = label_pt * _DPI / 72
+
+    def margin(labels: list[str] | None) -> float:
+        if not labels:
+            return text_px * 2.5
+        longest = max(len(text) for text in _visible_labels(labels, max_labels)[1])
+        return longest * label_px * 0.62 + label_px + text_px * 2.2
+
+    left = min(0.3 * width_px, margin(row_labels))
+    bottom = min(0.3 * height_px, margin(col_labels))
+    top = text_px * 2.4
+    bar_px = max(10.0, 0.025 * width_px)
+    right = bar_px + text_px * 6.2  # room for a value label such as "3.59e-05"
+    axes_box = (left / width_px, bottom / height_px, 1 - (left + right) / width_px, 1 - (bottom + top) / height_px)
+    axes = figure.add_axes(axes_box)
     image = axes.imshow(np.zeros((rows, cols)), cmap=_cmap(colormap), vmin=0.0, vmax=1.0,
                         interpolation="nearest", aspect="auto")
-    font = max(3.0, min(9.0, 0.55 * size / max(rows, cols, 1)))
     for labels, setter_ticks, setter_labels, rotation in (
         (col_labels, axes.set_xticks, axes.set_xticklabels, 90),
         (row_labels, axes.set_yticks, axes.set_yticklabels, 0),
@@ -85,12 +121,21 @@ def _build(rows: int, cols: int, row_labels: list[str] | None, col_labels: list[
         if labels:
             positions, texts = _visible_labels(labels, max_labels)
             setter_ticks(positions)
-            setter_labels(texts, rotation=rotation, fontsize=font, parse_math=False)
-    axes.set_title(title, fontsize=9, parse_math=False)
-    bar_axes = figure.add_axes((0.85, 0.16, 0.03, 0.76))
+            setter_labels(texts, rotation=rotation, fontsize=label_pt, parse_math=False)
+        else:
+            setter_ticks([])
+    axes.tick_params(length=max(2.0, label_px * 0.3), width=0.6)
+    row_title, col_title = axis_titles
+    if row_labels:
+        axes.set_ylabel(row_title, fontsize=text_pt, parse_math=False)
+    axes.set_xlabel(col_title, fontsize=text_pt, parse_math=False)
+    axes.set_title(title, fontsize=text_pt, parse_math=False)
+    bar_left = axes_box[0] + axes_box[2] + 0.6 * text_px / width_px
+    bar_axes = figure.add_axes((bar_left, axes_box[1], bar_px / width_px, axes_box[3]))
     figure.colorbar(image, cax=bar_axes, ticks=[])
     tick_texts = [
-        figure.text(0.895, 0.16 + 0.76 * i / (_TICKS - 1), "", fontsize=7, va="center", parse_math=False)
+        figure.text(bar_left + (bar_px + 0.4 * text_px) / width_px, axes_box[1] + axes_box[3] * i / (_TICKS - 1), "",
+                    fontsize=text_pt * 0.85, va="center", parse_math=False)
         for i in range(_TICKS)
     ]
     image.set_visible(False)
@@ -102,13 +147,14 @@ def _build(rows: int, cols: int, row_labels: list[str] | None, col_labels: list[
 
 def annotated_png(scaled: np.ndarray, low: float, high: float, *, size: int, colormap: str,
                   row_labels: list[str] | None, col_labels: list[str] | None, max_labels: int,
-                  title: str = "", level: int = 1) -> bytes:
+                  title: str = "", level: int = 1, axis_titles: tuple[str, str] = ("query", "key")) -> bytes:
     """PNG of a [0, 1] map with labelled axes and a colorbar showing the ``low..high`` value range."""
-    key = (scaled.shape, tuple(row_labels or ()), tuple(col_labels or ()), size, colormap, max_labels, title)
+    key = (scaled.shape, tuple(row_labels or ()), tuple(col_labels or ()), size, colormap, max_labels, title, axis_titles)
     with _lock:
         layout = _cache.get(key)
         if layout is None:
-            layout = _build(scaled.shape[0], scaled.shape[1], row_labels, col_labels, size, colormap, max_labels, title)
+            layout = _build(scaled.shape[0], scaled.shape[1], row_labels, col_labels, size, colormap, max_labels, title,
+                            axis_titles)
             _cache[key] = layout
             while len(_cache) > _CACHE_SIZE:
                 _cache.popitem(last=False)

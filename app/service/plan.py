@@ -18,6 +18,7 @@ import numpy as np
 
 from app.core.errors import InvalidInput
 from app.core.reduce import Fusion
+from app.core.tokens import find_token
 from app.render.colormaps import check_colormap
 from app.service.config import Limits
 from app.service.schemas import Method, View, VisualizeOptions
@@ -75,11 +76,12 @@ class Drawing:
     colormap: str
     alpha: float
     annotate: bool
-    normalize: Literal["minmax", "none"]
+    normalize: Literal["minmax", "none", "row", "percentile"]
     vmin: float
     vmax: float
     interpolation: Literal["nearest", "bilinear", "bicubic"]
     region: tuple[float, float, float, float] | None
+    clip_special: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,9 @@ def resolve(options: VisualizeOptions, facts: Facts, limits: Limits) -> Plan:
     view: View = options.view or ("overlay" if facts.kind == "vision" else "heatmap")
     if view == "overlay" and facts.kind != "vision":
         raise InvalidInput("view 'overlay' needs an image input", code="invalid_value", field="view")
+    if view == "text" and facts.kind == "vision":
+        raise InvalidInput("view 'text' needs a token input (text, or weights with tokens); images have the overlay view",
+                           code="invalid_value", field="view")
     if options.method != "attention" and not facts.square:
         raise InvalidInput(f"method {options.method!r} needs square [T, T] attention", code="not_square", field="weights")
     if view == "grid" and facts.num_heads > limits.max_panels:
@@ -189,7 +194,8 @@ def resolve(options: VisualizeOptions, facts: Facts, limits: Limits) -> Plan:
     region = options.region
     drawing = Drawing(size=options.size, colormap=options.colormap, alpha=options.alpha, annotate=options.annotate,
                       normalize=options.normalize, vmin=options.vmin, vmax=options.vmax, interpolation=options.interpolation,
-                      region=(region[0], region[1], region[2], region[3]) if region is not None else None)
+                      region=(region[0], region[1], region[2], region[3]) if region is not None else None,
+                      clip_special=options.clip_special)
     if drawing.region is not None and not (drawing.region[2] > drawing.region[0] and drawing.region[3] > drawing.region[1]):
         raise InvalidInput("region must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0", code="invalid_value", field="region")
     return Plan(method=options.method, view=view, layer=layer, layers=layers, head=head, query=query, key=options.key,
@@ -200,15 +206,14 @@ def resolve(options: VisualizeOptions, facts: Facts, limits: Limits) -> Plan:
 def resolve_token(value: int | str, labels: list[str] | None, count: int, name: str) -> int:
     """A token given as an index (negative counts from the end) or as its exact text, as a position.
 
-    ``cls`` is position 0. Token text matches its first occurrence. Anything else is a 422 that
-    names the valid range.
+    ``cls`` is position 0. Token text matches exactly first, then ignoring case and word-piece
+    markers (:func:`~app.core.tokens.find_token`; not found: a 422 listing the tokens). Anything
+    else is a 422 that names the valid range.
     """
     if value == "cls":
         return 0
     if isinstance(value, str):
-        if labels is None or value not in labels:
-            raise InvalidInput(f"{name} {value!r} is not one of the input's tokens", code="unknown_token", field=name)
-        return labels.index(value)
+        return find_token(labels, value, name)
     if not -count <= value < count:
         raise InvalidInput(f"{name} must be in [{-count}, {count - 1}], 'cls' or 'mean'; got {value}",
                            code="out_of_range", field=name)

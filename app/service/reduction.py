@@ -18,6 +18,8 @@ from app.core.errors import InvalidInput
 from app.core.geometry import area_share, region_mass
 from app.core.reduce import fuse_heads, gradient_relevance, head_entropy, rollout, rollout_row
 from app.core.tokens import mask_tokens, merge_words, pool_blocks, word_groups
+from app.render.annotated import readable_labels
+from app.render.normalize import normalize, token_range_mask
 from app.service.config import Limits
 from app.service.plan import Plan, resolve_token
 from models.adapter import Capture, Picture
@@ -58,6 +60,25 @@ def select_row(matrix: np.ndarray, row: int | str | None) -> np.ndarray:
     return matrix[row]
 
 
+def special_positions(stack: AttentionStack, labels: list[str]) -> list[int]:
+    """Positions in ``labels`` that hold one of the model's special tokens (found by text, so they
+    survive merging word pieces)."""
+    tokens = stack.tokens or []
+    special = {tokens[i] for i in stack.special_tokens if i < len(tokens)}
+    return [i for i, label in enumerate(labels) if label in special]
+
+
+def colour_range(values: np.ndarray, plan: Plan, special: list[int]) -> dict[str, Any]:
+    """``{"colour_range": [low, high]}`` when the colours do not span the values' own range
+    (``clip_special``, ``percentile``, ``row``), so a client can label its colour scale; else ``{}``."""
+    drawing = plan.drawing
+    clipped = special if drawing.clip_special else []
+    if not clipped and drawing.normalize not in ("percentile", "row"):
+        return {}
+    _, low, high = normalize(values, drawing.normalize, drawing.vmin, drawing.vmax, token_range_mask(values.shape, clipped))
+    return {"colour_range": [low, high]}
+
+
 def reduce_matrix_view(capture: Capture, plan: Plan, limits: Limits) -> ReducedMap:
     """``heatmap`` and ``overlay``: a matrix, or one query row (a strip for tokens, a patch grid for images)."""
     stack = capture.stack
@@ -83,9 +104,15 @@ def reduce_matrix_view(capture: Capture, plan: Plan, limits: Limits) -> ReducedM
         values = select_row(matrix, selected)
         query = shown_query(plan.query, selected)
     square = stack.weights.shape[-1] == stack.weights.shape[-2]
+    if labels and stack.grid is None:
+        meta["special_positions"] = special_positions(stack, labels)
+    readable = readable_labels(plan.drawing.size, limits.max_labels)
     if square and stack.grid is None and plan.drawing.annotate and plan.format == "png" and labels \
-            and len(labels) > limits.max_labels:
-        values, labels, meta["pooled"] = pool_blocks(values, labels, limits.max_labels)
+            and len(labels) > readable:
+        # Display only: more labels than fit at a legible size become blocks of neighbours.
+        values, labels, meta["pooled"] = pool_blocks(values, labels, readable)
+        meta.pop("special_positions", None)
+    meta.update(colour_range(values, plan, meta.get("special_positions", [])))
     if stack.grid is not None and values.ndim == 1:
         values = _to_grid(values, stack)
         meta["entropy_per_head"] = head_entropy(stack.layer_slice(plan.layer), query_row=0) if plan.method == "attention" else None

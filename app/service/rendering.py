@@ -7,7 +7,7 @@ is in the pure :mod:`app.render` modules.
 from __future__ import annotations
 
 from app.render import annotated, overlay, plain
-from app.render.normalize import normalize
+from app.render.normalize import normalize, token_range_mask
 from app.render.photo_png import encode_rgb_up
 from app.service.config import Settings
 from app.service.plan import Plan
@@ -21,7 +21,9 @@ def render_matrix(reduced: ReducedMap, capture: Capture, plan: Plan, settings: S
     drawing = plan.drawing
     level = settings.png_compression
     with timer.stage("render"):
-        scaled, low, high = normalize(reduced.values, drawing.normalize, drawing.vmin, drawing.vmax)
+        clipped = reduced.meta.get("special_positions", []) if drawing.clip_special else []
+        scaled, low, high = normalize(reduced.values, drawing.normalize, drawing.vmin, drawing.vmax,
+                                      token_range_mask(reduced.values.shape, clipped))
         title = title_of(reduced, plan)
         if scaled.ndim == 1:
             if drawing.annotate:
@@ -31,7 +33,8 @@ def render_matrix(reduced: ReducedMap, capture: Capture, plan: Plan, settings: S
         if drawing.annotate:
             return annotated.annotated_png(scaled, low, high, size=drawing.size, colormap=drawing.colormap,
                                            row_labels=reduced.row_labels, col_labels=reduced.col_labels,
-                                           max_labels=settings.limits.max_labels, title=title, level=level)
+                                           max_labels=settings.limits.max_labels, title=title, level=level,
+                                           axis_titles=("layer", "head") if reduced.view == "trace" else ("query", "key"))
         return plain.heatmap_png(scaled, drawing.size, drawing.colormap, level)
 
 
@@ -70,4 +73,9 @@ def title_of(reduced: ReducedMap, plan: Plan) -> str:
         return f"{reduced.meta.get('query_token')} \u2192 {reduced.meta.get('key_token')} by layer and head"
     layers = reduced.layers
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers 0-{layers[-1]}"
-    return f"{plan.method}, {where}, head {reduced.heads}"
+    title = f"{plan.method}, {where}, head {reduced.heads}"
+    if reduced.meta.get("pooled"):
+        title += f" ({reduced.meta['pooled']} tokens pooled per cell)"
+    if plan.drawing.clip_special and reduced.meta.get("special_positions"):
+        title += "; special tokens outside the colour range"
+    return title

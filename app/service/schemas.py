@@ -8,6 +8,7 @@ its own limits and error codes and must stay fast.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import orjson
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.core.errors import InvalidInput, MalformedRequest
 
 Method = Literal["attention", "rollout", "gradient"]
-View = Literal["heatmap", "overlay", "grid", "trace"]
+View = Literal["heatmap", "overlay", "grid", "trace", "text"]
 Fusion = Literal["mean", "max", "min"]
 
 
@@ -42,7 +43,7 @@ class VisualizeOptions(BaseModel):
     size: int = Field(default=512, ge=16)
     annotate: bool = False
     format: Literal["png", "json"] = "png"
-    normalize: Literal["minmax", "none"] = "minmax"
+    normalize: Literal["minmax", "none", "row", "percentile"] = "minmax"
     vmin: float = 0.0
     vmax: float = 1.0
     discard_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -53,6 +54,9 @@ class VisualizeOptions(BaseModel):
     mask_special: bool = False
     merge_subwords: bool = False
     truncate: bool = False
+    # Leave the model's special tokens (CLS, SEP, BOS...) out of the colour range: they are drawn
+    # clipped to it, so a few sink columns no longer flatten everything else to one colour.
+    clip_special: bool = False
 
 
 # pydantic error types grouped into the API's codes.
@@ -98,7 +102,11 @@ def options_from_json(fields: dict[str, Any]) -> VisualizeOptions:
 
 _LIST_FIELDS = {"tokens", "region"}
 _FORM_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
-_BOOL_FIELDS = {"annotate", "mask_special", "merge_subwords", "truncate"}
+_BOOL_FIELDS = {"annotate", "mask_special", "merge_subwords", "truncate", "clip_special"}
+# A token position in a form is written as a (possibly negative) integer, as in JSON; any other
+# text is a token's text. (In JSON, "3" is the text "3" and 3 the position.)
+_POSITION_FIELDS = {"query", "key"}
+_INTEGER = re.compile(r"[+-]?[0-9]{1,9}")
 
 
 def options_from_form(form: dict[str, str]) -> VisualizeOptions:
@@ -112,6 +120,8 @@ def options_from_form(form: dict[str, str]) -> VisualizeOptions:
             if value is None:
                 raise InvalidInput(f"{name}: expected true or false", code="invalid_type", field=name)
             fields[name] = value
+        elif name in _POSITION_FIELDS and _INTEGER.fullmatch(raw.strip()):
+            fields[name] = int(raw.strip())
         else:
             fields[name] = raw
     try:
