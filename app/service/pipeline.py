@@ -13,7 +13,7 @@ import numpy as np
 
 from app.core.attention import AttentionStack, stack_from_array
 from app.core.errors import AttnmapError, InvalidInput, Unavailable
-from app.core.reduce import resolve_head, resolve_layer
+from app.core.reduce import check_finite_map, resolve_head, resolve_layer
 from app.render.colormaps import check_colormap
 from app.service.config import Settings
 from app.service.schemas import VisualizeOptions
@@ -74,8 +74,10 @@ def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, sett
     with timer.stage("reduce"):
         reduced = reduce_for_view(capture, options, settings)
     check_deadline(timer, settings)
+    check_finite_map(reduced.values, options.method)
     meta = _provenance(model_name, capture, reduced, options)
     if options.format == "json":
+        check_json_output(reduced.values.size, settings)
         document = {"values": reduced.values, "shape": list(reduced.values.shape), "meta": meta}
         return Result(document=document, headers=_headers(meta))
     png = render_map(reduced, capture, options, settings, timer)
@@ -83,6 +85,19 @@ def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, sett
         raise InvalidInput("the rendered PNG exceeds the output byte limit; ask for a smaller size",
                             code="output_too_large", field="size")
     return Result(png=png, headers=_headers(meta))
+
+
+# The longest text orjson writes for one float64 ("-2.2250738585072014e-308") plus its comma.
+JSON_BYTES_PER_VALUE = 25
+
+
+def check_json_output(values: int, settings: Settings) -> None:
+    """422 ``output_too_large`` when a JSON answer could exceed its byte cap, before it is serialised."""
+    limit = settings.limits.max_output_json_bytes
+    if values * JSON_BYTES_PER_VALUE > limit:
+        raise InvalidInput(f"format=json would hold {values} values (up to {values * JSON_BYTES_PER_VALUE} bytes); "
+                           f"the limit is {limit} bytes: pick a query row, a layer or png", code="output_too_large",
+                           field="format")
 
 
 def check_deadline(timer: StageTimer, settings: Settings) -> None:

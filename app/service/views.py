@@ -27,6 +27,7 @@ from app.core.reduce import (
 )
 from app.core.tokens import mask_tokens, merge_words, pool_blocks, word_groups
 from app.render import annotated, overlay, plain
+from app.render.labels import bound_label
 from app.render.normalize import normalize
 from app.render.photo_png import encode_rgb_up
 from app.service.config import Settings
@@ -258,7 +259,9 @@ def _render_overlay(reduced: ReducedMap, capture: Capture, options: VisualizeOpt
 
 def _title(reduced: ReducedMap, options: VisualizeOptions) -> str:
     if reduced.view == "trace":
-        return f"{reduced.meta.get('query_token')} \u2192 {reduced.meta.get('key_token')} by layer and head"
+        # Token text is user input: each side bounded like a label, so the title names both.
+        query, key = bound_label(reduced.meta.get("query_token")), bound_label(reduced.meta.get("key_token"))
+        return f"{query} \u2192 {key} by layer and head"
     layers = reduced.layers
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers 0-{layers[-1]}"
     return f"{options.method}, {where}, head {reduced.heads}"
