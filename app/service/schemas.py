@@ -175,7 +175,7 @@ def _form_list(name: str, raw: str) -> Any:
 
 # Options that only mean something for one kind of source: sent with another, they would be
 # silently ignored, which hides a mistake (a region measured on nothing, a pair never read).
-_FIELDS_FOR_SOURCE = {"region": ("image",), "text_pair": ("text",), "target_text": ("text",)}
+_FIELDS_FOR_SOURCE = {"region": ("image",), "text_pair": ("text",), "target_text": ("text",), "tokens": ("weights",)}
 
 
 def check_fields_fit_source(options: VisualizeOptions, source: str) -> None:
