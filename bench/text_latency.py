@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from models.registry import open_model
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -166,7 +168,7 @@ def main() -> None:
 
     started = time.perf_counter()
     settings = load_settings(environ={}, overrides={"builtin_models": ()})
-    adapter = HFTextAdapter("minilm", _minilm_path(), device=torch.device("cpu"), dtype=torch.float32)
+    adapter = open_model("minilm", _minilm_path(), device=torch.device("cpu"), dtype=torch.float32)
     load_seconds = time.perf_counter() - started
     registry = ModelRegistry([adapter])
     sdpa = None

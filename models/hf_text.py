@@ -3,7 +3,7 @@
 A model is read from a local directory, offline, with eager attention: fused SDPA/flash kernels
 never materialise the attention matrix, and transformers then silently returns no weights. So
 loading ends with a self-check that every layer really hands back ``[B, H, T, T]`` weights, and
-a model that does not is a :class:`~models.registry.ModelLoadError`, not a wrong map later.
+a model that does not is a :class:`~models.errors.ModelLoadError`, not a wrong map later.
 
 Per request the adapter tokenises under the token cap, registers hooks on only the requested
 layers' self-attention modules (:class:`~models.hooks.AttentionHooks`), and stops the forward
@@ -26,10 +26,10 @@ from transformers.utils import logging as hf_logging
 from app.core.attention import AttentionStack
 from app.core.errors import InvalidInput
 from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, ModelInfo, TextInput
+from models.errors import ModelLoadError
+from models.family import Family, FamilyError, attention_modules
 from models.hooks import AttentionHooks, AttentionNotCaptured
-from models.registry import ModelLoadError
 from models.text_encode import Encoded, count_tokens, encode, too_many_tokens
-from models.text_family import FamilyError, attention_modules, has_classification_head, position_limit
 from models.text_score import check_target, classification_prediction, classification_score, embedding_score, mean_pool
 
 _CHECK_TEXT = "Attention check: the quick brown fox."
@@ -43,7 +43,7 @@ def _stack_numpy(tensors: Sequence[torch.Tensor]) -> np.ndarray:
 class HFTextAdapter(ModelAdapter):
     """One text encoder from a local Hugging Face directory, owned by one worker."""
 
-    def __init__(self, name: str, path: str | Path, *, device: torch.device, dtype: torch.dtype,
+    def __init__(self, name: str, path: str | Path, *, family: Family, device: torch.device, dtype: torch.dtype,
                  description: str = "", attn_implementation: str = "eager") -> None:
         """Load config, tokenizer and weights offline; raise ModelLoadError when unusable.
 
@@ -53,6 +53,7 @@ class HFTextAdapter(ModelAdapter):
         hf_logging.disable_progress_bar()  # a per-load tqdm bar would interleave with the JSON logs
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         self._classifier = has_classification_head(config)
+        self.family = family
         loader = AutoModelForSequenceClassification if self._classifier else AutoModel
         # use_safetensors: a directory with only pytorch_model.bin (a pickle) is refused, not unpickled.
         model = loader.from_pretrained(path, local_files_only=True, use_safetensors=True,
@@ -65,7 +66,7 @@ class HFTextAdapter(ModelAdapter):
             raise ModelLoadError(name, f"the tokenizer has {len(self.tokenizer)} tokens but the model only "
                                        f"{config.vocab_size} embeddings")
         try:
-            self._attention = attention_modules(self.model, config.model_type)
+            self._attention = attention_modules(self.model, int(config.num_hidden_layers))
         except FamilyError as exc:
             raise ModelLoadError(name, str(exc)) from None
         self.device = device
@@ -74,7 +75,7 @@ class HFTextAdapter(ModelAdapter):
         # one request at a time per model, whatever the worker class.
         self._lock = threading.RLock()
         self._type_vocab_size = int(getattr(config, "type_vocab_size", 1) or 1)
-        self._limit = position_limit(config)
+        self._limit = position_limit(config, family)
         model_max = getattr(self.tokenizer, "model_max_length", None)
         if isinstance(model_max, int) and 0 < model_max < self._limit:
             self._limit = model_max  # some tokenizers know of a tighter limit than the position table
@@ -82,7 +83,7 @@ class HFTextAdapter(ModelAdapter):
         if self._classifier:
             labels = tuple(str(config.id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels))
         self.info = ModelInfo(
-            name=name, kind="text", family=config.model_type, layers=len(self._attention),
+            name=name, kind="text", family=str(config.model_type), layers=len(self._attention),
             heads=int(config.num_attention_heads), device=str(device), dtype=str(dtype).removeprefix("torch."),
             max_tokens=self._limit, labels=labels, description=description,
         )
@@ -214,3 +215,17 @@ class HFTextAdapter(ModelAdapter):
         with torch.no_grad():
             output = self.model(**encoded.inputs)
         return mean_pool(output.last_hidden_state, encoded.inputs.get("attention_mask"))[0]
+
+
+def position_limit(config: Any, family: Family) -> int:
+    """Longest input (special tokens included) whose position ids stay inside the embedding table.
+
+    Going past it is an index error on CPU and a device-side assert that poisons the whole CUDA
+    context on a GPU, so the token cap is never allowed above this number.
+    """
+    return int(config.max_position_embeddings) - family.position_offset(config)
+
+
+def has_classification_head(config: Any) -> bool:
+    """True when the checkpoint was saved from a ``*ForSequenceClassification`` model."""
+    return any(name.endswith("ForSequenceClassification") for name in (config.architectures or ()))

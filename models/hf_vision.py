@@ -26,13 +26,10 @@ from torch import nn
 from app.core.attention import AttentionStack
 from app.core.errors import AttnmapError, InvalidInput
 from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, ModelInfo, TextInput
+from models.errors import ModelLoadError
+from models.family import Family, FamilyError, attention_modules
 from models.hooks import AttentionHooks
-from models.registry import ModelLoadError
 from models.vision_preprocess import Plan, Preprocessor
-
-FAMILIES = ("vit", "deit", "dinov2", "dinov2_with_registers")
-# Families whose embeddings only interpolate position encodings when asked to.
-_NEEDS_INTERPOLATE_FLAG = {"vit", "deit"}
 
 
 class GridMismatch(AttnmapError):
@@ -44,7 +41,7 @@ class GridMismatch(AttnmapError):
 class HFVisionAdapter(ModelAdapter):
     """One Hugging Face vision transformer served from a local directory."""
 
-    def __init__(self, name: str, path: Path | str, *, device: torch.device, dtype: torch.dtype,
+    def __init__(self, name: str, path: Path | str, *, family: Family, device: torch.device, dtype: torch.dtype,
                  description: str = "", attn_implementation: str = "eager") -> None:
         # attn_implementation exists so tests can prove that a non-eager model is refused at load.
         self.path = Path(path)
@@ -55,9 +52,13 @@ class HFVisionAdapter(ModelAdapter):
         self._lock = threading.Lock()
         # Any: transformers' PreTrainedModel attributes (config, base_model) are untyped for mypy.
         self.model: Any
-        self.model, self.family = _load_model(name, self.path, device, dtype, attn_implementation)
+        self.model = _load_model(self.path, device, dtype, attn_implementation)
+        self.family = family
         config: Any = self.model.config
-        self.attention_modules = _attention_modules(name, self.model, config.num_hidden_layers)
+        try:
+            self.attention_modules = attention_modules(self.model, int(config.num_hidden_layers))
+        except FamilyError as exc:
+            raise ModelLoadError(name, str(exc)) from None
         self.patch = _pair(config.patch_size)
         self.config_size = _pair(config.image_size)
         self.prefix_tokens, self.prefix_labels = _prefix_tokens(self.model)
@@ -69,7 +70,7 @@ class HFVisionAdapter(ModelAdapter):
             raise ModelLoadError(name, str(exc)) from exc
         input_size = self.preprocessor.fixed_input_size
         self.info = ModelInfo(
-            name=name, kind="vision", family=self.family, layers=int(config.num_hidden_layers),
+            name=name, kind="vision", family=str(config.model_type), layers=int(config.num_hidden_layers),
             heads=int(config.num_attention_heads), device=str(device), dtype=str(dtype).removeprefix("torch."),
             input_size=input_size, patch_size=self.patch[0], prefix_tokens=self.prefix_tokens,
             labels=self.labels, description=description,
@@ -182,7 +183,7 @@ class HFVisionAdapter(ModelAdapter):
         return rows, cols
 
     def _forward_kwargs(self, plan: Plan) -> dict[str, Any]:
-        if self.family in _NEEDS_INTERPOLATE_FLAG and plan.input_size != self.config_size:
+        if self.family.interpolate_flag and plan.input_size != self.config_size:
             return {"interpolate_pos_encoding": True}
         return {}  # DINOv2 interpolates by itself whenever the grid differs
 
@@ -219,15 +220,12 @@ def _pair(value: Any) -> tuple[int, int]:
     return int(value), int(value)
 
 
-def _load_model(name: str, path: Path, device: torch.device, dtype: torch.dtype, attn: str) -> tuple[Any, str]:
+def _load_model(path: Path, device: torch.device, dtype: torch.dtype, attn: str) -> Any:
     """Load config and weights offline (safetensors only: no pickle) and pick the model class."""
     import transformers
     from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
     config = AutoConfig.from_pretrained(path, local_files_only=True)
-    family = str(config.model_type)
-    if family not in FAMILIES:
-        raise ModelLoadError(name, f"model_type {family!r} is not a supported vision family ({', '.join(FAMILIES)})")
     architecture = (config.architectures or [None])[0]
     if architecture and "ImageClassification" in architecture and hasattr(transformers, architecture):
         model_class: Any = getattr(transformers, architecture)  # e.g. DeiT's ...WithTeacher keeps both heads
@@ -240,7 +238,7 @@ def _load_model(name: str, path: Path, device: torch.device, dtype: torch.dtype,
     model.to(device)
     model.eval()
     model.requires_grad_(False)
-    return model, family
+    return model
 
 
 def _weights_have_classifier(path: Path) -> bool:
@@ -255,20 +253,6 @@ def _weights_have_classifier(path: Path) -> bool:
 def _has_classifier(model: nn.Module) -> bool:
     return any(isinstance(getattr(model, attr, None), nn.Linear) for attr in ("classifier", "cls_classifier"))
 
-
-def _attention_modules(name: str, model: Any, num_layers: int) -> list[nn.Module]:
-    """Each encoder layer's self-attention module, in order (the same modules for every family)."""
-    base = model.base_model
-    encoder = getattr(base, "encoder", None)
-    # transformers 5 flattened some encoders (``model.layers``); others keep ``encoder.layer``.
-    candidates = (getattr(base, "layers", None), getattr(encoder, "layer", None), getattr(encoder, "layers", None))
-    blocks = next((c for c in candidates if isinstance(c, nn.ModuleList)), None)
-    if blocks is None or len(blocks) != num_layers:
-        raise ModelLoadError(name, "could not find the encoder layers of this model")
-    modules = [getattr(block, "attention", None) for block in blocks]
-    if any(module is None for module in modules):
-        raise ModelLoadError(name, "an encoder layer has no attention module")
-    return modules  # type: ignore[return-value]
 
 
 def _prefix_tokens(model: Any) -> tuple[int, list[str]]:

@@ -18,27 +18,22 @@ import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from app.core.errors import NotFound
 from models.adapter import ModelAdapter, ModelKind
 from models.device import configure_cpu_threads, resolve_device, resolve_dtype
+from models.errors import ModelLoadError
+from models.families import Family, family_for, supported_types
 
 log = logging.getLogger("attnmap.models")
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
-VISION_TYPES = {"vit", "deit", "dinov2", "dinov2_with_registers"}
-TEXT_TYPES = {"bert", "roberta", "distilbert", "xlm-roberta", "electra"}
-
-
-class ModelLoadError(RuntimeError):
-    """A configured model could not be loaded; the worker must not become ready."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"model {name!r} failed to load: {reason}")
-        self.name = name
+__all__ = ["BUILTINS", "ModelLoadError", "ModelRegistry", "ModelSpec", "build_registry", "family_of", "infer_kind",
+           "load_adapter", "open_model", "read_config"]
 
 
 @dataclass(frozen=True)
@@ -88,19 +83,28 @@ def read_config(path: str | Path) -> list[ModelSpec]:
     return specs
 
 
-def infer_kind(spec: ModelSpec) -> ModelKind:
-    """Vision or text, from the spec or the directory's ``config.json`` model_type."""
-    if spec.kind:
-        return spec.kind
+def family_of(spec: ModelSpec) -> Family:
+    """The family table's entry for the directory's ``config.json`` ``model_type``."""
     try:
         model_type = json.loads((spec.path / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, AttributeError) as exc:
         raise ModelLoadError(spec.name, "config.json is missing or unreadable") from exc
-    if model_type in VISION_TYPES:
-        return "vision"
-    if model_type in TEXT_TYPES:
-        return "text"
-    raise ModelLoadError(spec.name, f"model_type {model_type!r} is not a supported family")
+    family = family_for(model_type if isinstance(model_type, str) else None)
+    if family is None:
+        shown = model_type if isinstance(model_type, str) and len(model_type) <= 64 else "(not shown)"
+        raise ModelLoadError(spec.name, f"model_type {shown!r} is not a supported family "
+                                        f"(supported: {', '.join(supported_types())})")
+    if spec.kind is not None and spec.kind != family.kind:
+        raise ModelLoadError(spec.name, f"kind {spec.kind!r} was configured but model_type {model_type!r} is a "
+                                        f"{family.kind} family")
+    return family
+
+
+def infer_kind(spec: ModelSpec) -> ModelKind:
+    """Vision or text: the configured kind, else the family table's kind for the directory's model_type."""
+    if spec.kind:
+        return spec.kind
+    return family_of(spec).kind
 
 
 class ModelRegistry:
@@ -138,23 +142,31 @@ class ModelRegistry:
 loading_now: list[str] = []
 
 
-def load_adapter(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> ModelAdapter:
-    """Instantiate the family adapter for ``spec`` (model files are read here, offline)."""
+def open_model(name: str, path: str | Path, *, device: torch.device, dtype: torch.dtype, description: str = "",
+               **options: Any) -> ModelAdapter:
+    """Load the model in directory ``path`` with the adapter its family names (files read here, offline).
+
+    ``options`` go to the adapter unchanged (tests use them to force an attention implementation).
+    """
+    spec = ModelSpec(name, Path(path), None, description)
     if not spec.path.is_dir():
         raise ModelLoadError(spec.name, "model directory does not exist")
-    kind = infer_kind(spec)
+    family = family_of(spec)
     try:
-        if kind == "vision":
-            from models.hf_vision import HFVisionAdapter
-
-            return HFVisionAdapter(spec.name, spec.path, device=device, dtype=dtype, description=spec.description)
-        from models.hf_text import HFTextAdapter
-
-        return HFTextAdapter(spec.name, spec.path, device=device, dtype=dtype, description=spec.description)
+        adapter: ModelAdapter = family.adapter(spec.name, spec.path, family=family, device=device, dtype=dtype,
+                                               description=spec.description, **options)
+        return adapter
     except ModelLoadError:
         raise
     except Exception as exc:  # any failure reading weights/config is a load failure of this model
         raise ModelLoadError(spec.name, f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def load_adapter(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> ModelAdapter:
+    """Load an allow-listed model; a configured kind must agree with the family table's."""
+    if spec.kind is not None and spec.path.is_dir():
+        family_of(spec)  # refuses a kind that contradicts the checkpoint's family
+    return open_model(spec.name, spec.path, device=device, dtype=dtype, description=spec.description)
 
 
 def build_registry(builtin: Iterable[str], config_path: str | None, device_setting: str,

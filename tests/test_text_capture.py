@@ -1,3 +1,4 @@
+
 """HFTextAdapter with the built-in MiniLM, below the HTTP layer: capture, early stop, gradients, caps."""
 
 import time
@@ -8,8 +9,8 @@ import torch
 
 from app.core.errors import InvalidInput
 from models.adapter import CaptureRequest, TextInput
-from models.hf_text import HFTextAdapter
 from models.hooks import hooks_on
+from models.registry import open_model
 from models.text_score import mean_pool
 from tests.text_models import count_calls, minilm_path, reference_attentions, reference_inputs, reference_model
 
@@ -21,7 +22,7 @@ def adapter():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")  # must not matter: everything is read from the package folder
         patch.setenv("TRANSFORMERS_OFFLINE", "1")
-        return HFTextAdapter("minilm", minilm_path(), device=torch.device("cpu"), dtype=torch.float32)
+        return open_model("minilm", minilm_path(), device=torch.device("cpu"), dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,4 @@
+
 """User text models from local directories: tiny random BERT (classifier), RoBERTa and DistilBERT."""
 
 import json
@@ -9,8 +10,7 @@ import torch
 from app.core.errors import InvalidInput
 from app.http.factory import create_app
 from models.adapter import CaptureRequest, TextInput
-from models.hf_text import HFTextAdapter
-from models.registry import ModelLoadError, ModelRegistry, ModelSpec, load_adapter
+from models.registry import ModelLoadError, ModelRegistry, ModelSpec, load_adapter, open_model
 from tests.conftest import decode_png
 from tests.test_api_raw import assert_error
 from tests.text_models import (
@@ -98,7 +98,7 @@ def test_roberta_pair_and_byte_level_merge(client):
 
 def test_classifier_gradient_matches_direct_autograd(model_dirs):
     path = model_dirs["tiny-bert-cls"]
-    adapter = HFTextAdapter("tiny-bert-cls", path, device=CPU, dtype=torch.float32)
+    adapter = open_model("tiny-bert-cls", path, device=CPU, dtype=torch.float32)
     reference = reference_model(path, classifier=True)
     inputs = reference_inputs(path, TEXT, "A smoker.")
     for target in (None, 2):
@@ -128,7 +128,7 @@ def test_classifier_target_rules_and_prediction(client):
 
 
 def test_distilbert_early_stop(model_dirs):
-    adapter = HFTextAdapter("d", model_dirs["tiny-distilbert"], device=CPU, dtype=torch.float32)
+    adapter = open_model("d", model_dirs["tiny-distilbert"], device=CPU, dtype=torch.float32)
     counts, handles = count_calls(list(adapter.model.transformer.layer))
     try:
         adapter.capture(TextInput(TEXT), CaptureRequest(layers=(0,)))
@@ -141,7 +141,7 @@ def test_distilbert_early_stop(model_dirs):
 @pytest.mark.parametrize("implementation", ["sdpa"])
 def test_fused_attention_fails_the_load_self_check(model_dirs, implementation):
     with pytest.raises(ModelLoadError, match="eager"):
-        HFTextAdapter("forced", model_dirs["tiny-roberta"], device=CPU, dtype=torch.float32, attn_implementation=implementation)
+        open_model("forced", model_dirs["tiny-roberta"], device=CPU, dtype=torch.float32, attn_implementation=implementation)
 
 
 def test_unusable_directories_fail_to_load(model_dirs, tmp_path):
@@ -164,7 +164,7 @@ def test_unusable_directories_fail_to_load(model_dirs, tmp_path):
 
 
 def test_injected_registry_with_a_service_token_cap(model_dirs):
-    adapter = HFTextAdapter("bert", model_dirs["tiny-bert-cls"], device=CPU, dtype=torch.float32)
+    adapter = open_model("bert", model_dirs["tiny-bert-cls"], device=CPU, dtype=torch.float32)
     app = create_app({"builtin_models": (), "limits": {"max_tokens": 8}}, registry=ModelRegistry([adapter]))
     client = app.test_client()
     response = client.post("/visualize", json={"text": "one two three four five six seven", "model": "bert"})

@@ -8,7 +8,7 @@ import torch
 
 from app.http.factory import create_app
 from models.hooks import hooks_on
-from models.registry import ModelLoadError
+from models.registry import ModelLoadError, open_model
 from tests.vision_support import CPU, app_for, build_tiny, load_adapter, png_bytes, post_image, random_image
 
 LEAK_MARKERS = ("Traceback", "boom", "/work", "site-packages", ".py", "CUDA")
@@ -146,10 +146,9 @@ def test_attention_budget_uses_the_token_estimate(paths):
 
 
 def test_a_model_without_attention_weights_is_refused_at_load(paths):
-    from models.hf_vision import HFVisionAdapter
 
     with pytest.raises(ModelLoadError, match="self-check"):
-        HFVisionAdapter("forced-sdpa", paths["vit"], device=CPU, dtype=torch.float32, attn_implementation="sdpa")
+        open_model("forced-sdpa", paths["vit"], device=CPU, dtype=torch.float32, attn_implementation="sdpa")
 
 
 def test_operator_config_loads_vision_models(paths, tmp_path):
@@ -190,9 +189,8 @@ def test_concurrent_captures_do_not_mix(served):
 def test_half_precision_plumbing(paths):
     """float16 weights (what a GPU worker with half precision gets) still yield float32 stacks."""
     from models.adapter import CaptureRequest, ImageInput
-    from models.hf_vision import HFVisionAdapter
 
-    half = HFVisionAdapter("half", paths["dinov2reg"], device=CPU, dtype=torch.float16)
+    half = open_model("half", paths["dinov2reg"], device=CPU, dtype=torch.float16)
     full = load_adapter(paths["dinov2reg"])
     assert half.info.dtype == "float16"
     image = ImageInput(random_image(40, 40, seed=4))

@@ -20,7 +20,7 @@ from PIL import Image
 
 from app.http.factory import create_app
 from models.hf_vision import HFVisionAdapter
-from models.registry import ModelRegistry
+from models.registry import ModelRegistry, open_model
 
 CPU = torch.device("cpu")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -92,7 +92,7 @@ def _randomise_prefix_tokens(model: Any) -> None:
 
 def load_adapter(path: Path, name: str | None = None) -> HFVisionAdapter:
     """The adapter under test, on CPU in float32."""
-    return HFVisionAdapter(name or path.name, path, device=CPU, dtype=torch.float32)
+    return open_model(name or path.name, path, device=CPU, dtype=torch.float32)
 
 
 def app_for(*adapters: HFVisionAdapter, **config: Any) -> Any:
