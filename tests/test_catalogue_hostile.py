@@ -16,16 +16,15 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
-from tests.catalogue import LEAKS, Case, check, dumps
+from tests.catalogue import LEAKS, Case, check
 from tests.framing import FRAMINGS, VALID_BODY
-from tests.live import free_port, gunicorn_server, stop, wait_until_ready, GUNICORN, ROOT
+from tests.live import GUNICORN, ROOT, free_port, gunicorn_server, stop, wait_until_ready
 from tests.serving_support import raw_request, worker_pids
 
 pytestmark = pytest.mark.live
@@ -102,11 +101,11 @@ REGION = [
     Case("json-2-to-the-64", "region", 422, "out_of_range", json={"image": IMAGE, "model": V, "region": [0, 0, 2**64, 10]}),
     Case("json-minus-1e7", "region", 422, "out_of_range", json={"image": IMAGE, "model": V, "region": [-1e7, 0, 10, 10]}),
     Case("json-infinity", "region", 422, "invalid_value", headers=J,
-         data=('{"image": "%s", "model": "%s", "region": [0, 0, Infinity, 10]}' % (IMAGE, V)).encode()),
+         data=(f'{{"image": "{IMAGE}", "model": "{V}", "region": [0, 0, Infinity, 10]}}').encode()),
     Case("json-1e400", "region", 422, "invalid_value", headers=J,
-         data=('{"image": "%s", "model": "%s", "region": [0, 0, 1e400, 10]}' % (IMAGE, V)).encode()),
+         data=(f'{{"image": "{IMAGE}", "model": "{V}", "region": [0, 0, 1e400, 10]}}').encode()),
     Case("json-nan", "region", 422, "invalid_value", headers=J,
-         data=('{"image": "%s", "model": "%s", "region": [NaN, 0, 10, 10]}' % (IMAGE, V)).encode()),
+         data=(f'{{"image": "{IMAGE}", "model": "{V}", "region": [NaN, 0, 10, 10]}}').encode()),
     Case("form-1e999", "region", 422, "invalid_value", files={"image": ("a.png", base64.b64decode(IMAGE))},
          form={"model": V, "region": "0,0,1e999,10"}),
     Case("form-inf", "region", 422, "invalid_value", files={"image": ("a.png", base64.b64decode(IMAGE))},
@@ -207,7 +206,7 @@ def test_case(server, case):
 @pytest.mark.parametrize("framing", FRAMINGS, ids=[f.name for f in FRAMINGS])
 def test_framing_gets_json_from_gunicorn(server, framing):
     """What Gunicorn's parser refuses is answered in the API's JSON, never its HTML page."""
-    base, process, _, _ = server
+    base, _process, _, _ = server
     port = int(base.rsplit(":", 1)[1])
     status, headers, body = raw_request("127.0.0.1", port, framing.raw)
     assert status == framing.gunicorn_status, (framing.name, status, body[:200])

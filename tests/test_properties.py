@@ -155,7 +155,7 @@ def test_any_region_is_a_png_or_a_422(region, as_form):
     else:
         text = "[" + ", ".join(("NaN" if v != v else "Infinity" if v == float("inf") else "-Infinity" if v == float("-inf") else repr(v))
                                for v in region) + "]"
-        body = ('{"image": "%s", "model": "shapes-vit", "region": %s}' % (PNG_B64, text)).encode()
+        body = (f'{{"image": "{PNG_B64}", "model": "shapes-vit", "region": {text}}}').encode()
         response = client.post("/visualize", data=body, content_type="application/json")
     assert response.status_code in (200, 422), (region, response.data[:300])
     if response.status_code == 422:
@@ -164,9 +164,13 @@ def test_any_region_is_a_png_or_a_422(region, as_form):
         assert response.data.startswith(b"\x89PNG")
 
 
+F32_LIMIT = 3.0000000054977558e38  # 3e38 as float32 represents it
+stacks = st.tuples(st.integers(1, 12), st.integers(1, 3), st.integers(2, 6)).map(lambda s: (s[0], s[1], s[2], s[2]))
+
+
 @FAST
-@given(arrays(np.float32, st.tuples(st.integers(1, 12), st.integers(1, 3), st.integers(2, 6)).map(lambda s: (s[0], s[1], s[2], s[2])),
-              elements=st.floats(-3.0000000054977558e+38, 3.0000000054977558e+38, width=32, allow_subnormal=False)), st.sampled_from(["json", "png", "annotate"]))
+@given(arrays(np.float32, stacks, elements=st.floats(-F32_LIMIT, F32_LIMIT, width=32, allow_subnormal=False)),
+       st.sampled_from(["json", "png", "annotate"]))
 def test_rollout_over_any_finite_weights_is_finite_or_a_422(weights, output):
     """Rollout over finite weights (negative, cancelling, near float32 max): finite values or a 422."""
     body: dict = {"weights": weights.tolist(), "method": "rollout"}

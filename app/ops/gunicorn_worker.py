@@ -20,6 +20,7 @@ standard library and Gunicorn: never Flask, torch or the rest of the app.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -141,10 +142,8 @@ class AttnmapWorker(SyncWorker):
         self.log.info("worker %s drained after %.1f s (%d requests served in all)", self.pid,
                       time.monotonic() - started, self.nr)
         self.alive = False
-        try:
+        with contextlib.suppress(OSError):
             os.write(self.PIPE[1], b"1")  # wake the main loop out of select()
-        except OSError:
-            pass
 
     def _backlog_waiting(self) -> bool:
         """Whether a connection is waiting to be accepted on any listener (a zero-timeout select)."""
