@@ -143,7 +143,12 @@ class HFTextAdapter(ModelAdapter):
             count = count_tokens(self.tokenizer, text.text, text.text_pair)
             other = count_tokens(self.tokenizer, request.target_text, None) if request.target_text is not None else 0
         if count > cap and not request.truncate:
-            raise too_many_tokens("text", count, cap)
+            if text.text_pair is None:
+                raise too_many_tokens("text", count, cap)
+            # Name the field that pushed the pair over the cap (the error path only pays for this).
+            with self._lock:
+                alone = count_tokens(self.tokenizer, text.text, None)
+            raise too_many_tokens("text" if alone > cap else "text_pair", count, cap, subject="text and text_pair")
         if other > cap and not request.truncate:
             raise too_many_tokens("target_text", other, cap)
         return min(count, cap)

@@ -85,7 +85,7 @@ def test_orchestrators_wait_longer_than_the_graceful_timeout(gunicorn_conf):
 def test_gunicorn_values_stay_deliberate(gunicorn_conf):
     conf = gunicorn_conf
     assert conf["preload_app"] is False
-    assert conf["worker_class"] == "sync" and conf["threads"] == 1
+    assert conf["worker_class"] == "app.ops.gunicorn_worker.AttnmapWorker" and conf["threads"] == 1
     assert conf["worker_tmp_dir"] == "/dev/shm"
     assert "*" not in conf["forwarded_allow_ips"]
     assert conf["max_requests"] > 0 and 0 < conf["max_requests_jitter"] < conf["max_requests"]
@@ -318,3 +318,14 @@ def test_k8s_deployment_probes_gpu_and_selectors():
         assert selector.items() <= labels.items(), kind
     assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_worker_class_is_a_sync_worker_the_master_can_import_without_the_app():
+    """The master imports the worker class: it must be the sync worker and pull in no Flask or torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from app.ops.gunicorn_worker import AttnmapWorker; from gunicorn.workers.sync import SyncWorker;"
+            "assert issubclass(AttnmapWorker, SyncWorker);"
+            "bad = [m for m in ('flask', 'torch', 'numpy', 'app.http', 'app.service') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)

@@ -16,7 +16,6 @@ would need quantising: antialiased text and the colorbar give a figure ~760 colo
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +26,14 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from app.render.colormaps import LEVELS, masked_colour, palette
+from app.render.figure_cache import BytesBoundedLRU
+from app.render.labels import bound_label, bound_labels, bound_title
 from app.render.photo_png import encode_rgb_up
 
 _CACHE_SIZE = 8
+# Laid-out figures weigh two RGBA buffers each; 96 MiB holds eight 1024 px figures or two at
+# 2048 px. A 4096 px figure (about 150 MB) is never kept.
+_CACHE_BYTES = 96 * 1024 * 1024
 _TICKS = 5
 _DPI = 100
 
@@ -43,7 +47,7 @@ class _Layout:
     tick_texts: list[Any]
 
 
-_cache: OrderedDict[tuple[Any, ...], _Layout] = OrderedDict()
+_cache: BytesBoundedLRU[_Layout] = BytesBoundedLRU(_CACHE_SIZE, _CACHE_BYTES)
 _lock = threading.Lock()  # matplotlib is not thread-safe; one render at a time per process
 
 
@@ -70,10 +74,23 @@ _WHITESPACE_GLYPHS = {"\n": "\u21b5", "\r": "\u21b5", "\t": "\u21e5"}
 
 
 def _clean_label(label: str) -> str:
-    """Printable, short label text: control characters dropped, long tokens cut."""
-    # Line breaks and tabs are common tokens of decoder LLMs: show them as arrows, not as the replacement mark.
-    text = "".join(ch if ch.isprintable() else _WHITESPACE_GLYPHS.get(ch, "\ufffd") for ch in label)
-    return text if len(text) <= 24 else text[:23] + "\u2026"
+    """Printable, short label text (see :mod:`app.render.labels` for how it is shortened).
+
+    Line breaks and tabs are common tokens of decoder LLMs: they show as arrows, not as the
+    replacement mark.
+    """
+    return bound_label("".join(_WHITESPACE_GLYPHS.get(ch, ch) for ch in label[:64]))
+
+
+def _clean_labels(labels: list[str] | None) -> list[str] | None:
+    """:func:`_clean_label` for every label of an axis (``None`` stays ``None``)."""
+    return None if labels is None else [_clean_label(label) for label in labels]
+
+
+def _layout_bytes(layout: _Layout) -> int:
+    """What a cached layout pins: the canvas and the background snapshot, RGBA each."""
+    width, height = layout.canvas.get_width_height()
+    return 2 * 4 * width * height
 
 
 def _label_points(cell_px: float, size: int) -> float:
@@ -160,17 +177,14 @@ def annotated_png(scaled: np.ndarray, low: float, high: float, *, size: int, col
 
     ``masked`` (bool, same shape) cells are drawn in the colormap's masked colour, not its low end.
     """
+    row_labels, col_labels, title = _clean_labels(row_labels), _clean_labels(col_labels), bound_title(title)
     key = (scaled.shape, tuple(row_labels or ()), tuple(col_labels or ()), size, colormap, max_labels, title, axis_titles)
     with _lock:
         layout = _cache.get(key)
         if layout is None:
             layout = _build(scaled.shape[0], scaled.shape[1], row_labels, col_labels, size, colormap, max_labels, title,
                             axis_titles)
-            _cache[key] = layout
-            while len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
-        else:
-            _cache.move_to_end(key)
+            _cache.put(key, layout, _layout_bytes(layout))
         layout.canvas.restore_region(layout.background)
         layout.image.set_data(scaled if masked is None else np.ma.masked_array(scaled, mask=masked))
         layout.image.axes.draw_artist(layout.image)
@@ -184,6 +198,7 @@ def annotated_png(scaled: np.ndarray, low: float, high: float, *, size: int, col
 def bar_png(values: np.ndarray, labels: list[str] | None, *, size: int, colormap: str, max_labels: int,
             title: str = "", level: int = 1) -> bytes:
     """Bar chart of one query row (value per key token), for ``annotate`` with ``query``."""
+    labels, title = bound_labels(labels), bound_title(title)
     inches = size / _DPI
     figure = Figure(figsize=(inches, inches * 0.5), dpi=_DPI)
     canvas = FigureCanvasAgg(figure)

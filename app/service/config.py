@@ -45,6 +45,8 @@ class Limits(BaseModel):
     max_output_side: int = 4096
     max_output_pixels: int = 16_000_000
     max_output_bytes: int = 8 * MiB
+    # format=json: checked before serialising, at the longest a float can print (25 bytes with its comma).
+    max_output_json_bytes: int = 16 * MiB
     max_labels: int = 128
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from app.core.attention import AttentionStack, stack_from_array
 from app.core.errors import AttnmapError, InvalidInput, Unavailable
 from app.core.inputs import ImageInput, TextInput
+from app.core.reduce import check_finite_map
 from app.service.config import Settings
 from app.service.plan import (
     Facts,
@@ -76,8 +77,10 @@ def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, sett
     with timer.stage("reduce"):
         reduced = entry.reduce(capture, plan, settings.limits)
     check_deadline(timer, settings)
+    check_finite_map(reduced.values, plan.method)
     meta = _provenance(plan, capture, reduced)
     if plan.format == "json":
+        check_json_output(reduced.values.size, settings)
         document = {"values": reduced.values, "shape": list(reduced.values.shape), "meta": meta}
         return JsonResult(document=document, headers=_headers(meta))
     png = entry.render(reduced, capture, plan, settings, timer)
@@ -85,6 +88,19 @@ def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, sett
         raise InvalidInput("the rendered PNG exceeds the output byte limit; ask for a smaller size",
                            code="output_too_large", field="size")
     return PngResult(png=png, headers=_headers(meta))
+
+
+# The longest text orjson writes for one float64 ("-2.2250738585072014e-308") plus its comma.
+JSON_BYTES_PER_VALUE = 25
+
+
+def check_json_output(values: int, settings: Settings) -> None:
+    """422 ``output_too_large`` when a JSON answer could exceed its byte cap, before it is serialised."""
+    limit = settings.limits.max_output_json_bytes
+    if values * JSON_BYTES_PER_VALUE > limit:
+        raise InvalidInput(f"format=json would hold {values} values (up to {values * JSON_BYTES_PER_VALUE} bytes); "
+                           f"the limit is {limit} bytes: pick a query row, a layer or png", code="output_too_large",
+                           field="format")
 
 
 def check_deadline(timer: StageTimer, settings: Settings) -> None:

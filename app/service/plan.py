@@ -21,7 +21,7 @@ from app.core.reduce import Fusion
 from app.core.tokens import find_token
 from app.render.colormaps import check_colormap
 from app.service.config import Limits
-from app.service.schemas import Method, View, VisualizeOptions
+from app.service.schemas import Method, View, VisualizeOptions, check_fields_fit_source
 
 SourceKind = Literal["weights", "image", "text"]
 
@@ -126,7 +126,8 @@ def check_output(options: VisualizeOptions, limits: Limits) -> None:
 
 
 def check_source(options: VisualizeOptions, kind: SourceKind) -> None:
-    """The source and the model name fit together (before the model is looked up)."""
+    """The source, the model name and the source-specific options fit together (before the model is looked up)."""
+    check_fields_fit_source(options, kind)
     if kind == "weights":
         if options.model is not None:
             raise InvalidInput("give either weights or a model with an image/text, not both",
