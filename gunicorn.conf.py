@@ -13,7 +13,11 @@ bind = os.environ.get("ATTNMAP_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("ATTNMAP_WORKERS", "2"))
 # Sync workers: one request at a time per worker, so a model is never used by two threads.
 # They need a buffering proxy (nginx) in front for slow clients.
-worker_class = "sync"
+# attnmap's subclass of the sync worker (app/ops/gunicorn_worker.py): requests Gunicorn's parser
+# refuses get the API's JSON error instead of an HTML page, and SIGTERM drains the listen backlog
+# (readiness false, keep accepting while connections wait, for at most graceful_timeout - 5 s)
+# instead of resetting it. The module imports only Gunicorn and the standard library (the master loads it).
+worker_class = "app.ops.gunicorn_worker.AttnmapWorker"
 threads = 1
 
 # Never load the app in the master: CUDA initialised before fork breaks every worker.

@@ -37,6 +37,9 @@ class ModelInfo:
     max_tokens: int | None = None
     labels: tuple[str, ...] = ()
     description: str = ""
+    # Decoder LLMs: every query sees only the keys before it; key/value heads are grouped (GQA).
+    causal: bool = False
+    kv_heads: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready description."""
@@ -46,6 +49,7 @@ class ModelInfo:
             "input_size": list(self.input_size) if self.input_size else None,
             "patch_size": self.patch_size, "prefix_tokens": self.prefix_tokens,
             "max_tokens": self.max_tokens, "labels": list(self.labels), "description": self.description,
+            "causal": self.causal, "kv_heads": self.kv_heads if self.kv_heads is not None else self.heads,
         }
 
 
@@ -59,6 +63,10 @@ class CaptureRequest:
     second text whose similarity is the score for sentence-embedding models.
     ``max_tokens`` is the service's token cap (text adapters use the smaller of it and the
     model's position limit; None: the model's limit alone).
+    ``rows`` are the query positions whose attention rows are wanted (negative counts from the
+    end; None: full matrices). Causal adapters capture only those rows on the fused path.
+    ``generate`` asks a causal model for that many greedy tokens; the capture then holds, for each
+    generated token, the row that produced it. ``target`` is a token id for causal gradients.
     """
 
     layers: tuple[int, ...]
@@ -67,6 +75,8 @@ class CaptureRequest:
     target_text: str | None = None
     truncate: bool = False
     max_tokens: int | None = None
+    rows: tuple[int, ...] | None = None
+    generate: int = 0
 
 
 Placement = tuple[float, float, float, float]
@@ -129,3 +139,18 @@ class ModelAdapter(ABC):
     def attention_bytes(self, tokens: int, layers: int) -> int:
         """Memory of ``layers`` captured layers: L x H x T^2 float32 (gradients double it)."""
         return layers * self.info.heads * tokens * tokens * 4
+
+    def working_bytes(self, tokens: int, request: CaptureRequest) -> int:
+        """Memory a request will materialise, checked against the budget before any forward pass."""
+        return self.attention_bytes(tokens, len(request.layers)) * (2 if request.gradient else 1)
+
+    def fitting_tokens(self, request: CaptureRequest, budget: int) -> int:
+        """Longest input whose :meth:`working_bytes` stays within ``budget`` (0: none does)."""
+        low, high = 0, max(1, self.info.max_tokens or 8192)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.working_bytes(middle, request) <= budget:
+                low = middle
+            else:
+                high = middle - 1
+        return low

@@ -1,14 +1,17 @@
 """Hugging Face text encoders (BERT, RoBERTa, DistilBERT, ELECTRA; the built-in MiniLM is a BERT).
 
-A model is read from a local directory, offline, with eager attention: fused SDPA/flash kernels
-never materialise the attention matrix, and transformers then silently returns no weights. So
-loading ends with a self-check that every layer really hands back ``[B, H, T, T]`` weights, and
-a model that does not is a :class:`~models.errors.ModelLoadError`, not a wrong map later.
+A model is read from a local directory, offline, on the fused path: it loads with the capture
+engine's attention (:data:`models.capture.ATTENTION_NAME`), so every layer runs transformers' SDPA
+and only the layers a request asks for also materialise their ``[B, H, T, T]`` weights
+(:mod:`models.capture`). Loading ends with a self-check that every layer really reaches the
+engine and hands back weights of the right shape; a model that does not (loaded with another
+implementation, or a family outside transformers' attention interface) is a
+:class:`~models.errors.ModelLoadError`, not a wrong map later.
 
-Per request the adapter tokenises under the token cap, registers hooks on only the requested
-layers' self-attention modules (:class:`~models.hooks.AttentionHooks`), and stops the forward
-pass after the last of them unless a later part of the model is needed (gradients, or a
-prediction that only the full pass yields).
+Per request the adapter tokenises under the token cap, records only the requested layers, and
+stops the forward pass after the last of them unless a later part of the model is needed
+(gradients, or a prediction that only the full pass yields). Gradient methods record with
+``keep_graph`` so ``torch.autograd.grad(score, weights)`` reaches the recorded weights.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from transformers.utils import logging as hf_logging
 
 from app.core.attention import AttentionStack
+from models import capture
 from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, ModelInfo, TextInput
+from models.capture import ATTENTION_NAME, CaptureSpec, Recorder, recording
 from models.errors import ModelLoadError
 from models.family import Family, FamilyError, attention_modules
-from models.hooks import AttentionHooks, AttentionNotCaptured
+from models.hooks import AttentionNotCaptured
 from models.text_encode import Encoded, count_tokens, encode, too_many_tokens
 from models.text_score import check_target, classification_prediction, classification_score, embedding_score, mean_pool
 
@@ -43,11 +48,12 @@ class HFTextAdapter(ModelAdapter):
     """One text encoder from a local Hugging Face directory, owned by one worker."""
 
     def __init__(self, name: str, path: str | Path, *, family: Family, device: torch.device, dtype: torch.dtype,
-                 description: str = "", attn_implementation: str = "eager") -> None:
+                 description: str = "", attn_implementation: str = ATTENTION_NAME) -> None:
         """Load config, tokenizer and weights offline; raise ModelLoadError when unusable.
 
-        ``attn_implementation`` exists so tests can force a fused kernel and watch the self-check fail.
+        ``attn_implementation`` exists so tests can force another one and watch the self-check fail.
         """
+        capture.register()
         path = Path(path)
         hf_logging.disable_progress_bar()  # a per-load tqdm bar would interleave with the JSON logs
         config = AutoConfig.from_pretrained(path, local_files_only=True)
@@ -68,10 +74,14 @@ class HFTextAdapter(ModelAdapter):
             self._attention = attention_modules(self.model, int(config.num_hidden_layers))
         except FamilyError as exc:
             raise ModelLoadError(name, str(exc)) from None
+        try:
+            capture.check_layers(self.model, self._attention)
+        except AttentionNotCaptured as exc:
+            raise ModelLoadError(name, str(exc)) from None
         self.device = device
-        # Hooks sit on shared modules and fire for every forward pass running through them, and a
-        # fast tokenizer's truncation setting is mutable state ("Already borrowed" under threads):
-        # one request at a time per model, whatever the worker class.
+        # Recordings are per request (a ContextVar), but a fast tokenizer's truncation setting is
+        # mutable state ("Already borrowed" under threads): one request at a time per model,
+        # whatever the worker class.
         self._lock = threading.RLock()
         self._type_vocab_size = int(getattr(config, "type_vocab_size", 1) or 1)
         self._limit = position_limit(config, family)
@@ -91,17 +101,25 @@ class HFTextAdapter(ModelAdapter):
     # -- checks -------------------------------------------------------------------------------
 
     def _self_check(self) -> None:
-        """Every layer must return attention weights of the right shape (fails under SDPA/flash)."""
+        """Every layer must reach the capture engine with weights of the right shape (fails for SDPA/eager loads)."""
         encoded = self._encode(_CHECK_TEXT, None, CaptureRequest(layers=(), truncate=True), "text")
         wanted = tuple(range(self.info.layers))
         try:
-            with self._lock, torch.inference_mode(), AttentionHooks(self._attention, wanted, stop_early=False) as hooks:
-                hooks.run(lambda: self.model(**encoded.inputs))
-            hooks.check(self.info.heads, encoded.length)
+            with self._lock, torch.inference_mode(), recording(CaptureSpec(layers=frozenset(wanted))) as recorder:
+                self.model(**encoded.inputs)
+            self._check(recorder, encoded.length)
         except AttentionNotCaptured as exc:
             implementation = getattr(self.model.config, "_attn_implementation", "unknown")
-            raise ModelLoadError(self.info.name, f"attention weights are not returned ({exc}; attn_implementation="
-                                                 f"{implementation!r}); the model must run with eager attention") from None
+            raise ModelLoadError(self.info.name, f"attention weights are not captured ({exc}; attn_implementation="
+                                                 f"{implementation!r}); the model must load with "
+                                                 f"attn_implementation={ATTENTION_NAME!r}") from None
+
+    def _check(self, recorder: Recorder, tokens: int) -> None:
+        """Fail loudly unless every recorded layer came back as ``[1, heads, tokens, tokens]``."""
+        recorder.check()
+        for index, tensor in recorder.weights.items():
+            if tuple(tensor.shape) != (1, self.info.heads, tokens, tokens):
+                raise AttentionNotCaptured(f"layer {index} attention has shape {tuple(tensor.shape)}")
 
     def _cap(self, request: CaptureRequest) -> int:
         """Token cap: the model's position limit, lowered by the service's cap when set."""
@@ -125,7 +143,12 @@ class HFTextAdapter(ModelAdapter):
             count = count_tokens(self.tokenizer, text.text, text.text_pair)
             other = count_tokens(self.tokenizer, request.target_text, None) if request.target_text is not None else 0
         if count > cap and not request.truncate:
-            raise too_many_tokens("text", count, cap)
+            if text.text_pair is None:
+                raise too_many_tokens("text", count, cap)
+            # Name the field that pushed the pair over the cap (the error path only pays for this).
+            with self._lock:
+                alone = count_tokens(self.tokenizer, text.text, None)
+            raise too_many_tokens("text" if alone > cap else "text_pair", count, cap, subject="text and text_pair")
         if other > cap and not request.truncate:
             raise too_many_tokens("target_text", other, cap)
         return min(count, cap)
@@ -162,13 +185,13 @@ class HFTextAdapter(ModelAdapter):
         # Stopping after the last wanted layer skips the rest of the encoder; when that is the last
         # layer anyway, finishing the pass costs one FFN and yields the prediction for free.
         stop_early = wanted[-1] < self.info.layers - 1
-        with torch.inference_mode(), AttentionHooks(self._attention, wanted, stop_early=stop_early) as hooks:
-            output = hooks.run(lambda: self.model(**encoded.inputs))
-        hooks.check(self.info.heads, encoded.length)
+        with torch.inference_mode(), recording(CaptureSpec(layers=frozenset(wanted), stop_early=stop_early)) as recorder:
+            output = recorder.run(lambda: self.model(**encoded.inputs))
+        self._check(recorder, encoded.length)
         prediction = None
         if output is not None and self._classifier:
             prediction = classification_prediction(output.logits, self.info.labels)
-        return _stack_numpy([hooks.weights[i] for i in wanted]), prediction
+        return _stack_numpy([recorder.weights[i] for i in wanted]), prediction
 
     def _capture_with_gradients(self, encoded: Encoded, wanted: tuple[int, ...],
                                 request: CaptureRequest) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -184,14 +207,14 @@ class HFTextAdapter(ModelAdapter):
 
     def _backward(self, inputs: dict[str, torch.Tensor], length: int, wanted: tuple[int, ...], request: CaptureRequest,
                   reference: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        with torch.enable_grad(), AttentionHooks(self._attention, wanted, stop_early=False, keep_graph=True) as hooks:
-            output = hooks.run(lambda: self.model(**inputs))
-            hooks.check(self.info.heads, length)
+        with torch.enable_grad(), recording(CaptureSpec(layers=frozenset(wanted), keep_graph=True)) as recorder:
+            output = self.model(**inputs)
+            self._check(recorder, length)
             if self._classifier:
                 score, prediction = classification_score(output.logits, request.target, self.info.labels)
             else:
                 score, prediction = embedding_score(output.last_hidden_state, inputs.get("attention_mask"), reference)
-            attentions = [hooks.weights[i] for i in wanted]
+            attentions = [recorder.weights[i] for i in wanted]
             # autograd.grad returns gradients in the order of ``attentions`` (layer order); module
             # backward hooks would fire last layer first and invite mis-pairing.
             gradients = torch.autograd.grad(score, attentions)

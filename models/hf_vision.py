@@ -1,15 +1,15 @@
 """Hugging Face vision transformers (ViT, DeiT, DINOv2, DINOv2 with registers) as an adapter.
 
-Loaded offline from a local directory with eager attention (fused SDPA/flash kernels never
-materialise the weights), on the worker's device and dtype, in eval mode with frozen parameters.
-A self-check forward pass at load proves that every layer returns ``[B, H, T, T]`` weights with
-``T = prefix + rows * cols``; otherwise the model fails to load instead of failing requests.
+Loaded offline from a local directory on the fused path (the capture engine's attention,
+:data:`models.capture.ATTENTION_NAME`: every layer runs transformers' SDPA), on the worker's device
+and dtype, in eval mode with frozen parameters. A self-check forward pass at load proves that
+every layer reaches the engine with ``[B, H, T, T]`` weights, ``T = prefix + rows * cols``;
+otherwise the model fails to load instead of failing requests.
 
-Capture: :class:`~models.hooks.AttentionHooks` on each layer's self-attention module (which in
-eager mode returns ``(context, weights)``), only for the requested layers, stopping after the
-last of them unless the prediction or gradients need the rest. Gradients come from
-``torch.autograd.grad(score, weights)`` in layer order, never from backward hooks (which fire
-last layer first).
+Capture: :func:`models.capture.recording` of only the requested layers, stopping after the last of
+them unless the prediction or gradients need the rest. Gradients record with ``keep_graph`` and
+come from ``torch.autograd.grad(score, weights)`` in layer order, never from backward hooks (which
+fire last layer first).
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from torch import nn
 
 from app.core.attention import AttentionStack
 from app.core.errors import AttnmapError, InvalidInput
+from models import capture
 from models.adapter import Capture, CaptureRequest, ImageInput, ModelAdapter, ModelInfo, Picture, TextInput
+from models.capture import ATTENTION_NAME, CaptureSpec, Recorder, recording
 from models.errors import ModelLoadError
 from models.family import Family, FamilyError, attention_modules
-from models.hooks import AttentionHooks
+from models.hooks import AttentionNotCaptured
 from models.prediction import prediction
 from models.vision_preprocess import Plan, Preprocessor
 
@@ -43,13 +45,14 @@ class HFVisionAdapter(ModelAdapter):
     """One Hugging Face vision transformer served from a local directory."""
 
     def __init__(self, name: str, path: Path | str, *, family: Family, device: torch.device, dtype: torch.dtype,
-                 description: str = "", attn_implementation: str = "eager") -> None:
-        # attn_implementation exists so tests can prove that a non-eager model is refused at load.
+                 description: str = "", attn_implementation: str = ATTENTION_NAME) -> None:
+        # attn_implementation exists so tests can prove that a model bypassing the engine is refused at load.
+        capture.register()
         self.path = Path(path)
         self.device = device
         self.dtype = dtype
-        # Hooks sit on shared modules and fire for every forward pass through them: one capture
-        # at a time per model, whatever the worker class (sync workers never contend for it).
+        # Recordings are per request (a ContextVar), but two passes at once would only split the same
+        # cores: one capture at a time per model, whatever the worker class (sync workers never contend).
         self._lock = threading.Lock()
         # Any: transformers' PreTrainedModel attributes (config, base_model) are untyped for mypy.
         self.model: Any
@@ -58,7 +61,8 @@ class HFVisionAdapter(ModelAdapter):
         config: Any = self.model.config
         try:
             self.attention_modules = attention_modules(self.model, int(config.num_hidden_layers))
-        except FamilyError as exc:
+            capture.check_layers(self.model, self.attention_modules)
+        except (FamilyError, AttentionNotCaptured) as exc:
             raise ModelLoadError(name, str(exc)) from None
         self.patch = _pair(config.patch_size)
         self.config_size = _pair(config.image_size)
@@ -125,53 +129,58 @@ class HFVisionAdapter(ModelAdapter):
              kwargs: dict[str, Any]) -> tuple[np.ndarray, torch.Tensor | None]:
         # Stopping early only pays when later layers exist; running to the end gives a prediction.
         stop_early = layers[-1] < self.info.layers - 1
-        hooks = AttentionHooks(self.attention_modules, layers, stop_early=stop_early)
+        recorder: Recorder | None = None
         try:
-            with torch.inference_mode(), hooks:
-                output = hooks.run(lambda: self.model(pixel_values=pixel_values, **kwargs))
-                self._check_captured(hooks, tokens)
-                weights = np.stack([hooks.weights[i][0].float().cpu().numpy() for i in layers])
+            with torch.inference_mode(), recording(CaptureSpec(layers=frozenset(layers), stop_early=stop_early)) as recorder:
+                output = recorder.run(lambda: self.model(pixel_values=pixel_values, **kwargs))
+                self._check_captured(recorder, tokens)
+                weights = np.stack([recorder.weights[i][0].float().cpu().numpy() for i in layers])
                 raw = getattr(output, "logits", None) if self.has_classifier else None
                 logits = raw[0].float().cpu() if raw is not None else None
             return weights, logits
         finally:
-            hooks.weights.clear()  # drop activations at once, also when the forward pass failed
+            if recorder is not None:
+                recorder.clear()  # drop activations at once, also when the forward pass failed
 
     def _run_with_gradients(self, pixel_values: torch.Tensor, layers: tuple[int, ...], tokens: int, target: int | None,
                             kwargs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         # Parameters are frozen, so the input must require grad for a graph to be recorded.
         pixel_values = pixel_values.clone().requires_grad_(True)
-        hooks = AttentionHooks(self.attention_modules, layers, stop_early=False, keep_graph=True)
+        recorder: Recorder | None = None
         try:
-            with torch.enable_grad(), hooks:
-                output = hooks.run(lambda: self.model(pixel_values=pixel_values, **kwargs))
-                self._check_captured(hooks, tokens)
+            with torch.enable_grad(), recording(CaptureSpec(layers=frozenset(layers), keep_graph=True)) as recorder:
+                output = self.model(pixel_values=pixel_values, **kwargs)
+                self._check_captured(recorder, tokens)
                 logits = output.logits[0]
                 index = int(logits.argmax()) if target is None else target
-                attentions = [hooks.weights[i] for i in layers]
+                attentions = [recorder.weights[i] for i in layers]
                 grads = torch.autograd.grad(logits[index], attentions)
                 weights = np.stack([a[0].detach().float().cpu().numpy() for a in attentions])
                 gradients = np.stack([g[0].float().cpu().numpy() for g in grads])
                 return weights, gradients, logits.detach().float().cpu()
         finally:
-            hooks.weights.clear()
+            if recorder is not None:
+                recorder.clear()
 
-    def _check_captured(self, hooks: AttentionHooks, tokens: int) -> None:
-        for index, tensor in hooks.weights.items():
+    def _check_captured(self, recorder: Recorder, tokens: int) -> None:
+        for index, tensor in recorder.weights.items():
             if tensor.dim() == 4 and tensor.shape[-1] != tokens:
                 raise GridMismatch(f"layer {index} has {tensor.shape[-1]} tokens; expected {self.prefix_tokens} prefix "
                                    f"+ {tokens - self.prefix_tokens} patches = {tokens}")
-        hooks.check(self.info.heads, tokens)
+        recorder.check()
+        for index, tensor in recorder.weights.items():
+            if tuple(tensor.shape) != (1, self.info.heads, tokens, tokens):
+                raise AttentionNotCaptured(f"layer {index} attention has shape {tuple(tensor.shape)}")
 
     def _self_check(self) -> None:
         """Capture every layer of a blank image; any failure means the model cannot be served."""
         height, width = self.info.input_size or self.config_size
         blank = ImageInput(pixels=np.full((height, width, 3), 128, dtype=np.uint8))
         try:
-            capture = self.capture(blank, CaptureRequest(layers=tuple(range(self.info.layers))))
+            checked = self.capture(blank, CaptureRequest(layers=tuple(range(self.info.layers))))
         except Exception as exc:
             raise ModelLoadError(self.info.name, f"attention self-check failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
-        if capture.stack.weights.shape[0] != self.info.layers:
+        if checked.stack.weights.shape[0] != self.info.layers:
             raise ModelLoadError(self.info.name, "attention self-check captured the wrong number of layers")
 
     # -- helpers -----------------------------------------------------------------------------

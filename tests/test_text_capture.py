@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from app.core.errors import InvalidInput
+from models import capture
 from models.adapter import CaptureRequest, TextInput
 from models.hooks import hooks_on
 from models.registry import open_model
@@ -76,6 +77,7 @@ def test_early_stop_skips_later_layers_and_removes_hooks(adapter):
         for handle in handles:
             handle.remove()
     assert hooks_on(adapter.model) == before
+    assert capture.open_recordings() == 0 and capture.active_recorder() is None
 
 
 def test_hooks_removed_when_the_forward_fails(adapter):
@@ -91,6 +93,7 @@ def test_hooks_removed_when_the_forward_fails(adapter):
     finally:
         handle.remove()
     assert hooks_on(adapter.model) == before
+    assert capture.open_recordings() == 0 and capture.active_recorder() is None
     assert adapter.capture(TextInput(SENTENCE), CaptureRequest(layers=(4,))).stack.weights.shape[0] == 1
 
 

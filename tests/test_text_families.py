@@ -131,9 +131,9 @@ def test_distilbert_early_stop(model_dirs):
     assert counts == [1, 0]
 
 
-@pytest.mark.parametrize("implementation", ["sdpa"])
-def test_fused_attention_fails_the_load_self_check(model_dirs, implementation):
-    with pytest.raises(ModelLoadError, match="eager"):
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_attention_that_bypasses_the_capture_engine_fails_the_load_self_check(model_dirs, implementation):
+    with pytest.raises(ModelLoadError, match="attn_implementation='attnmap_rows'"):
         open_model("forced", model_dirs["tiny-roberta"], device=CPU, dtype=torch.float32, attn_implementation=implementation)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from models import capture
 from models.hooks import hooks_on
 from models.registry import ModelLoadError, open_model
 from tests.vision_support import CPU, build_tiny, load_adapter, png_bytes, post_image, random_image
@@ -29,7 +30,8 @@ IMAGE = png_bytes(random_image(40, 56, seed=1))
 
 
 def _all_hooks(adapters) -> int:
-    return sum(hooks_on(adapter.model) for adapter in adapters.values())
+    """Forward hooks on every model plus capture recordings still open (both must be 0 between requests)."""
+    return sum(hooks_on(adapter.model) for adapter in adapters.values()) + capture.open_recordings()
 
 
 @pytest.mark.parametrize("fields", [
@@ -199,3 +201,15 @@ def test_half_precision_plumbing(paths):
         np.testing.assert_allclose(low.stack.weights, high.stack.weights, atol=2e-2)
         if request.gradient:
             assert low.stack.gradients is not None and low.stack.gradients.dtype == np.float32
+
+
+@pytest.mark.parametrize("fields", [{"method": "attention", "layer": 0}, {"method": "rollout"}, {"method": "gradient"}])
+def test_requests_run_on_the_fused_path_never_eager(served, fields):
+    """Every layer runs transformers' SDPA through the capture engine; eager attention is never called."""
+    adapters, client = served
+    adapter = adapters["vit"]
+    assert adapter.model.config._attn_implementation == capture.ATTENTION_NAME
+    with capture.count_eager_calls(adapter.model) as eager:
+        response = post_image(client, IMAGE, model="vit", **fields)
+    assert response.status_code == 200
+    assert eager.count == 0

@@ -464,7 +464,7 @@ def test_raw_weights_end_to_end(page, server):
     assert page.eval_on_selector(".map-img", "(img) => img.naturalWidth") == 512
     assert page.input_value("#layer") == "-1" and page.get_attribute("#layer", "max") == "2"
     assert page.locator("#head option").count() == 3 + 4  # fusions + 4 heads from the pasted shape
-    assert page.locator(".axis-x span").all_inner_texts() == ["the", "cat", "sat", "on", "the", "mat", "."]
+    assert page.locator(".axis-x .axis-token").all_inner_texts() == ["the", "cat", "sat", "on", "the", "mat", "."]
 
     # Hover reads the value of the cell from the parallel format=json answer.
     text = _hover_cell(page, 2, 1, 7, 7)
@@ -582,7 +582,7 @@ def test_phone_width_has_no_horizontal_overflow(browser, server):
             tab.select_option("#model", "minilm")
             tab.fill("#text", "The animal didn't cross the street because it was too tired.")
             tab.click("#render")
-            tab.wait_for_function("() => document.querySelector('.axis-x span')?.textContent === '[CLS]'")
+            tab.wait_for_function("() => document.querySelector('.axis-x .axis-token')?.textContent === '[CLS]'")
             _wait_rendered(tab)
         widths = tab.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         assert widths[0] <= widths[1], f"page is {widths[0]} px wide in a {widths[1]} px viewport"
@@ -711,7 +711,7 @@ def test_text_model_reads_a_value_by_hovering(page, server):
     page.select_option("#model", "minilm")
     page.get_by_role("button", name="He never smoked.").first.click()
     _wait_rendered(page)
-    tokens = page.locator(".axis-x span").all_inner_texts()
+    tokens = page.locator(".axis-x .axis-token").all_inner_texts()
     assert tokens == ["[CLS]", "he", "never", "smoked", ".", "[SEP]"]
     text = _hover_cell(page, 1, 2, len(tokens), len(tokens))
     assert "“he” → “never”" in text
@@ -772,3 +772,158 @@ def test_page_asks_for_a_token_when_the_api_needs_one(browser):
         finally:
             context.close()
     assert problems.errors == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading long inputs: token clicks, head thumbnails, the text view, zoom, keeping the result in view
+
+PARAGRAPH = (ROOT / "tests" / "data" / "paragraph_300_words.txt").read_text(encoding="utf-8").strip()
+
+
+def _query_value(page: Any) -> str:
+    return page.input_value("#query")
+
+
+@pytest.mark.live
+def test_clicking_a_token_label_makes_it_the_query(page, server):
+    _require_model("minilm")
+    _open(page, f"{server}/")
+    page.select_option("#model", "minilm")
+    page.get_by_role("button", name="He never smoked.").first.click()
+    first = _wait_rendered(page)[0]
+    assert page.is_visible(".axis-title-x") and page.is_visible(".axis-title-y")
+    assert page.inner_text(".axis-title-y") == "query" and page.inner_text(".axis-title-x") == "key"
+    _shot(page, "10-token-axes")
+    page.locator(".axis-y .axis-token").nth(2).click()  # "never"
+    assert _query_value(page) == "2"
+    _wait_new_image(page, first)
+    page.wait_for_function("() => document.querySelector('.meta').innerText.includes('“never”')")
+    assert "attention from “never”" in page.inner_text(".axis-title-x")
+    assert "query=2" not in page.inner_text("#curl") and '"query":2' in page.inner_text("#curl")
+    # The strip's key labels are clickable too: "smoked" becomes the query.
+    second = page.eval_on_selector(".map-img", "(img) => img.src")
+    page.locator(".axis-x .axis-token").nth(3).click()
+    assert _query_value(page) == "3"
+    _wait_new_image(page, second)
+    _shot(page, "11-token-clicked")
+
+
+@pytest.mark.live
+def test_grid_thumbnails_select_a_head(page, server):
+    _require_model("minilm")
+    _open(page, f"{server}/")
+    page.select_option("#model", "minilm")
+    page.fill("#text", "The animal didn't cross the street because it was too tired.")
+    page.select_option("#view", "grid")
+    page.click("#render")
+    first = _wait_rendered(page)[0]
+    picks = page.locator(".head-pick")
+    assert picks.count() == 12
+    assert picks.nth(5).inner_text() == "head 5"
+    # Each thumbnail's button sits at the top left of its panel (inside the picture).
+    frame = page.locator(".map-frame").bounding_box()
+    box = picks.nth(11).bounding_box()
+    assert frame["x"] < box["x"] < frame["x"] + frame["width"] and frame["y"] < box["y"] < frame["y"] + frame["height"]
+    _shot(page, "12-grid-thumbnails")
+    picks.nth(5).click()
+    _wait_new_image(page, first)
+    assert page.input_value("#view") == "heatmap" and page.input_value("#head") == "5"
+    page.wait_for_function("() => document.querySelector('.meta').innerText.includes('head 5')")
+    assert page.locator(".head-pick").count() == 0
+    _shot(page, "13-grid-head-picked")
+
+
+@pytest.mark.live
+def test_long_text_view_reads_and_clicks_tokens(page, server):
+    _require_model("minilm")
+    _open(page, f"{server}/")
+    page.select_option("#model", "minilm")
+    page.fill("#text", PARAGRAPH)
+    page.select_option("#view", "text")
+    # Render sits at the bottom of the form: after it, the result must be in view.
+    page.locator("#render").scroll_into_view_if_needed()
+    page.click("#render")
+    first = _wait_rendered(page)[0]
+    assert page.is_checked("#clip_special"), "long inputs leave special tokens out of the colour range"
+    top = page.evaluate("() => document.querySelector('.map').getBoundingClientRect().top")
+    assert 0 <= top < 900 * 0.6, f"the result is at {top} px after Render"
+    width = page.eval_on_selector(".map-img", "(img) => img.naturalWidth")
+    shown = page.eval_on_selector(".map-img", "(img) => img.getBoundingClientRect().width")
+    assert width == 512 and abs(shown - 512) < 2, "the text view is shown at its own pixel size"
+    document = requests.post(f"{server}/visualize", timeout=60, json={
+        "model": "minilm", "text": PARAGRAPH, "view": "text", "clip_special": True, "format": "json"}).json()
+    boxes = document["meta"]["boxes"]
+    assert len(boxes) == len(document["values"]) > 300
+    # Hover token 15 by its box: the readout names it and gives its value.
+    target = 15
+    frame = page.locator(".map-img")
+    frame.scroll_into_view_if_needed()
+    rect = frame.bounding_box()
+    x, y, w, h = boxes[target]
+    scale = rect["width"] / width
+    page.mouse.move(rect["x"] + (x + w / 2) * scale, rect["y"] + (y + h / 2) * scale)
+    label = document["meta"]["key_tokens"][target]
+    page.wait_for_function("(label) => document.querySelector('.readout').innerText.includes(label)", arg=f"“{label}”")
+    assert math.isclose(_readout_value(page.inner_text(".readout")), document["values"][target], rel_tol=1e-3)
+    _shot(page, "14-long-text-received")
+    page.mouse.click(rect["x"] + (x + w / 2) * scale, rect["y"] + (y + h / 2) * scale)
+    assert _query_value(page) == str(target)
+    _wait_new_image(page, first)
+    page.wait_for_function("(label) => document.querySelector('.meta').innerText.includes(label)", arg=f"“{label}”")
+    _shot(page, "15-long-text-query")
+    # Zoom: the picture grows inside its scroll box, the page itself does not get wider.
+    page.click(".zoom-in")
+    page.click(".zoom-in")
+    sizes = page.evaluate("""() => {
+      const box = document.querySelector('.map-scroll');
+      return [box.scrollWidth, box.clientWidth, document.documentElement.scrollWidth, document.documentElement.clientWidth];
+    }""")
+    assert sizes[0] > sizes[1] and sizes[2] <= sizes[3]
+    assert abs(page.eval_on_selector(".map-img", "(img) => img.getBoundingClientRect().width") - 2 * width) < 8
+    _shot(page, "16-long-text-zoomed")
+
+
+@pytest.mark.live
+def test_four_thousand_tokens_in_the_text_view(page, server):
+    words = (PARAGRAPH.split() * 14)[:4000]
+    rng = np.random.default_rng(7)
+    row = rng.random(4000) ** 6
+    weights = [(row / row.sum()).round(6).tolist()]
+    _open(page, f"{server}/")
+    page.select_option("#model", "raw-weights")
+    page.fill("#weights-text", json.dumps(weights))
+    page.wait_for_function("() => document.getElementById('weights-hint').textContent.includes('K=4000')")
+    page.fill("#tokens", ", ".join(word.replace(",", "") for word in words))
+    page.dispatch_event("#tokens", "change")
+    page.select_option("#view", "text")
+    page.click("#render")
+    _wait_rendered(page)
+    natural = page.eval_on_selector(".map-img", "(img) => [img.naturalWidth, img.naturalHeight]")
+    assert natural[1] <= 4096 and natural[0] >= 512
+    assert page.is_hidden("#alert")
+    page.locator(".map").screenshot(path=str(ARTIFACTS / "17-text-4000-tokens.png"))
+    png = _downloaded_png(page, "text-4000-tokens.png")
+    assert Image.open(io.BytesIO(png)).size == tuple(natural)
+
+
+@pytest.mark.live
+def test_curl_box_wraps_and_examples_have_distinct_names(page, server):
+    _open(page, f"{server}/")
+    captions = page.locator(".thumb span").all_inner_texts()
+    assert len(captions) == len(set(captions)), captions
+    page.select_option("#model", "raw-weights")
+    page.click("#sample-weights")
+    _wait_rendered(page)
+    overflow = page.evaluate("() => { const pre = document.querySelector('.curl'); return pre.scrollWidth - pre.clientWidth; }")
+    assert overflow <= 1
+    # The view select reads in full: its options are short enough for the field.
+    fits = page.evaluate("""() => { const s = document.getElementById('view');
+      const probe = document.createElement('span'); probe.style.font = getComputedStyle(s).font;
+      probe.style.position = 'absolute'; probe.style.whiteSpace = 'nowrap';
+      document.body.append(probe);
+      const widest = Math.max(...[...s.options].map((o) => { probe.textContent = o.text; return probe.offsetWidth; }));
+      probe.remove(); return [widest, s.clientWidth]; }""")
+    assert fits[0] + 28 <= fits[1], fits
+    assert "on the left" not in page.inner_text("#empty")
+    name = page.locator(".download").get_attribute("download")
+    assert "-layer2-" in name and "layer-1" not in name, name

@@ -10,6 +10,8 @@ from typing import Literal
 
 import numpy as np
 
+from app.core.errors import InvalidInput
+
 Fusion = Literal["mean", "max", "min"]
 
 
@@ -47,6 +49,7 @@ def rollout(layers: np.ndarray, head: int | Fusion = "mean", discard_ratio: floa
     first token's self-edge), add the identity for the residual path (0.5 A + 0.5 I), renormalise
     rows with keepdims, and multiply later layers on the left: ``R = A'_L ... A'_1``.
     """
+    check_rollout_input(layers)
     identity = np.eye(layers.shape[-1])
     result = identity.copy()
     for layer in layers:
@@ -61,11 +64,35 @@ def rollout_row(layers: np.ndarray, row: int, head: int | Fusion = "mean", disca
     L x T^3 of the full matrix (577 tokens, 24 layers: 8 MFLOP instead of 4.6 GFLOP). What remains
     is fusing and normalising each layer, O(L x H x T^2) as before.
     """
+    check_rollout_input(layers)
     identity = np.eye(layers.shape[-1])
     vector = identity[row].copy()
     for layer in layers[::-1]:
         vector = vector @ _rollout_step(layer, head, discard_ratio, identity)
     return vector
+
+
+def check_rollout_input(layers: np.ndarray) -> None:
+    """Rollout is defined for non-negative attention; negative weights are a 422.
+
+    With weights >= 0 every step ``norm(0.5 A + 0.5 I)`` is row-stochastic, so the product stays
+    in [0, 1] whatever the magnitudes. A negative weight lets a row sum to nearly zero, and the
+    renormalisation then multiplies by up to 1e38 per layer: the product overflows to Inf and NaN.
+    """
+    if layers.size and float(layers.min()) < 0:
+        raise InvalidInput("method 'rollout' needs non-negative attention weights (probabilities); "
+                           "these have negative values", code="negative_attention", field="weights")
+
+
+def check_finite_map(values: np.ndarray, method: str) -> None:
+    """A reduced map must be finite before it is rendered or serialised (422 ``numeric_overflow``).
+
+    Inputs are checked finite on the way in; this catches arithmetic that overflows on the way
+    (a product of many large relevance scores), so no NaN reaches a colour index or a JSON body.
+    """
+    if values.size and not np.isfinite(values).all():
+        raise InvalidInput(f"method {method!r} overflowed the float64 range on these weights; scale them down "
+                           "or pick fewer layers", code="numeric_overflow", field="weights")
 
 
 def _rollout_step(layer: np.ndarray, head: int | Fusion, discard_ratio: float, identity: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from app.core.errors import InvalidInput
 from app.core.reduce import normalize_rows
 
 
@@ -66,3 +67,53 @@ def pool_blocks(values: np.ndarray, labels: list[str], max_cells: int) -> tuple[
         return np.add.reduceat(values, [g[0] for g in groups]), names, block
     pooled, _ = merge_words(values, None, groups)
     return pooled, names, block
+
+
+_LISTED_TOKENS = 40
+
+
+def _bare(label: str) -> str:
+    """A token label without its word-piece markers (``##``, ``Ġ``, ``▁``), lower-cased."""
+    text = label[2:] if label.startswith("##") and len(label) > 2 else label
+    return text.replace("\u0120", "").replace("\u2581", "").strip().casefold()
+
+
+def find_token(labels: Sequence[str] | None, text: str, field: str) -> int:
+    """The position of the token whose text is ``text``: an exact match first, else the first
+    token equal to it ignoring case and word-piece markers (``"He"`` finds ``he`` and ``Ġhe``).
+
+    Not found: a 422 ``unknown_token`` that lists the input's tokens (the first 40 and a count).
+    """
+    if labels:
+        if text in labels:
+            return list(labels).index(text)
+        wanted = _bare(text)
+        for position, label in enumerate(labels):
+            if wanted and _bare(label) == wanted:
+                return position
+    shown = [_printable_label(label) for label in (labels or [])[:_LISTED_TOKENS]]
+    listing = ", ".join(f"{i}:{label!r}" for i, label in enumerate(shown))
+    more = f" and {len(labels) - _LISTED_TOKENS} more" if labels and len(labels) > _LISTED_TOKENS else ""
+    where = f"; the tokens are {listing}{more} (or give a position)" if labels else "; these weights have no token labels (give a position)"
+    raise InvalidInput(f"{field} {_printable_label(text)!r} is not one of the input's tokens{where}",
+                        code="unknown_token", field=field)
+
+
+def _printable_label(label: str) -> str:
+    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in label)
+    return text if len(text) <= 32 else text[:31] + "\u2026"
+
+
+def received_attention(matrix: np.ndarray) -> np.ndarray:
+    """The attention each key token receives: its column's mean over the queries that can see it.
+
+    For a bidirectional map that is every query (the column mean). For a causal map (nothing
+    above the diagonal) key ``j`` is seen only by queries ``j..T-1``, so its column sum is divided
+    by ``T - j``; a plain mean would make late tokens look ignored only because few queries follow.
+    """
+    data = matrix.astype(np.float64, copy=False)
+    rows, cols = data.shape
+    totals = data.sum(axis=0)
+    if rows == cols and rows > 1 and not np.triu(data, 1).any():
+        return totals / np.arange(rows, 0, -1, dtype=np.float64)
+    return totals / rows

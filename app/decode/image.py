@@ -77,6 +77,12 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
     except UnidentifiedImageError:
+        claimed = _claimed_format(data)
+        if claimed is not None:
+            # The signature says PNG/JPEG/WebP but the decoder refused the header (a bad IHDR
+            # checksum, a cut-off header): a damaged file of an accepted format, not a wrong format.
+            raise InvalidInput(f"the {claimed} header is corrupt (its checksum or structure is invalid)",
+                               code="corrupt_image", field="image") from None
         raise UnsupportedFormat("the image format is not supported; send PNG, JPEG or WebP",
                                code="unsupported_image_format", field="image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -84,7 +90,41 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInput(f"the image header is corrupt ({_short(exc)})", code="corrupt_image", field="image") from None
     _check_dimensions(image.size, limits)
+    if image.format == "JPEG":
+        _check_jpeg_length(data, image.size)
     return image
+
+
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"))
+# Start-of-frame markers of arithmetic-coded JPEGs: their entropy coding can go below a bit a block.
+_ARITHMETIC_SOF = (b"\xff\xc9", b"\xff\xca", b"\xff\xcb", b"\xff\xcd", b"\xff\xce", b"\xff\xcf")
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The accepted format whose signature ``data`` starts with, if any."""
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
+def _check_jpeg_length(data: bytes, size: tuple[int, int]) -> None:
+    """Refuse a Huffman-coded JPEG too short to hold its own pixels (422 ``corrupt_image``).
+
+    libjpeg fills a file that ends early with grey and only warns, so a 1 KB file claiming
+    4000 x 4000 used to decode into a 48 MB grey image. Every 8 x 8 luma block carries at least
+    one Huffman-coded DC symbol (at least one bit), so a complete file has at least
+    ``blocks / 8`` bytes; anything shorter is truncated. Checked before any pixel is decoded.
+    """
+    if any(marker in data for marker in _ARITHMETIC_SOF):
+        return
+    width, height = size
+    blocks = -(-width // 8) * -(-height // 8)
+    if len(data) < blocks // 8:
+        raise InvalidInput(f"the JPEG is truncated: {len(data)} bytes cannot hold {width}x{height} pixels "
+                           f"(at least {blocks // 8} bytes)", code="corrupt_image", field="image")
 
 
 def _check_dimensions(size: tuple[int, int], limits: Limits) -> None:
@@ -152,7 +192,22 @@ def _scale_range(values: np.ndarray) -> tuple[np.ndarray, float, float]:
     return np.rint(scaled).astype(np.uint8), low, high
 
 
+# What a decoder's complaint means, in our words: the decoder's own text can name library
+# internals (Pillow's "PngImagePlugin.MAX_TEXT_CHUNK") and is never repeated to the client.
+_DECODER_COMPLAINTS = (
+    ("truncated", "the file ends early"),
+    ("too large", "a metadata chunk is larger than allowed"),
+    ("max_text", "a metadata chunk is larger than allowed"),
+    ("checksum", "a checksum does not match"),
+    ("crc", "a checksum does not match"),
+    ("broken", "the structure is invalid"),
+)
+
+
 def _short(exc: BaseException) -> str:
-    """A short, path-free description of a decoder error for the client."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:120] if "/" not in text else type(exc).__name__
+    """A fixed description of a decoder error for the client (never the decoder's own text)."""
+    text = str(exc).lower()
+    for needle, meaning in _DECODER_COMPLAINTS:
+        if needle in text:
+            return meaning
+    return "the data cannot be decoded"

@@ -19,6 +19,9 @@ from app.core.errors import InvalidInput, MalformedRequest
 
 # A quote that ends a string, followed by a colon, can only be an object key in valid JSON.
 _KEY_END = re.compile(rb'"\s*:')
+# A \uD800-\uDFFF escape: the only way a lone surrogate gets into a body that is valid UTF-8.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _DuplicateKey(ValueError):
@@ -61,13 +64,45 @@ def _strict_stdlib(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise MalformedRequest("request body is not valid UTF-8", code="malformed_json") from None
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        value = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
     except _DuplicateKey as exc:
         raise MalformedRequest(f"duplicate key {exc.key!r} in JSON object", code="duplicate_key", field=exc.key) from None
     except RecursionError:
         raise MalformedRequest("JSON nesting is too deep", code="nesting_too_deep") from None
     except ValueError as exc:  # JSONDecodeError and int_max_str_digits
         raise MalformedRequest(f"malformed JSON: {str(exc)[:120]}", code="malformed_json") from None
+    if _SURROGATE_ESCAPE.search(body):
+        _reject_surrogates(value)
+    return value
+
+
+def _reject_surrogates(value: Any) -> None:
+    """422 ``invalid_text`` for a lone surrogate anywhere (a key or a string), naming the top-level key.
+
+    ``\ud800`` is legal JSON syntax but not Unicode: nothing can encode it again (the JSON
+    answer, a log line, a font), so it is refused here, the one place it can enter. orjson
+    already refuses it; only this slow path could let it through.
+    """
+    for key, item in value.items() if isinstance(value, dict) else [(None, value)]:
+        if _has_surrogate(key) or _has_surrogate(item):
+            field = None if key is None else _SURROGATE.sub("\ufffd", key[:64])
+            raise InvalidInput(f"{field or 'the body'} contains a lone surrogate; send valid Unicode",
+                               code="invalid_text", field=field)
+
+
+def _has_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

@@ -59,15 +59,17 @@ def _is_invisible(value: str) -> bool:
     return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in value)
 
 
-def check_text(value: str, limits: Limits, field: str) -> str:
+def check_text(value: str, limits: Limits, field: str, max_chars: int | None = None) -> str:
     """Validate one text field and return it unchanged; every failure is a 422 naming ``field``.
 
     Codes: ``text_too_long`` (over ``limits.max_text_chars``), ``invalid_text`` (lone surrogate,
     control or bidi override/isolate character, combining-mark flood), ``empty_text`` (empty,
-    whitespace-only or invisible-only).
+    whitespace-only or invisible-only). ``max_chars`` replaces the character cap (causal LMs take
+    longer inputs than encoders).
     """
-    if len(value) > limits.max_text_chars:
-        raise InvalidInput(f"{field} has {len(value)} characters; the limit is {limits.max_text_chars}",
+    cap = limits.max_text_chars if max_chars is None else max_chars
+    if len(value) > cap:
+        raise InvalidInput(f"{field} has {len(value)} characters; the limit is {cap}",
                             code="text_too_long", field=field)
     if not value.strip():
         raise InvalidInput(f"{field} is empty or whitespace only", code="empty_text", field=field)

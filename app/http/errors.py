@@ -50,6 +50,14 @@ _HTTP_CODES = {
 }
 
 
+def _is_framing_error(exc: BaseException) -> bool:
+    """Gunicorn's HTTP parser errors (``gunicorn.http.errors``), raised into the app by body reads.
+
+    Matched by module, not imported: the app must not depend on the server that runs it.
+    """
+    return any(cls.__module__ == "gunicorn.http.errors" for cls in type(exc).__mro__)
+
+
 def status_of(exc: AttnmapError) -> int:
     """HTTP status of an error of the tree (the nearest mapped class; 500 for the bare base)."""
     for cls in type(exc).__mro__:
@@ -59,9 +67,22 @@ def status_of(exc: AttnmapError) -> int:
     return 500
 
 
+# Error texts repeat client input (a field name, a token): bounded here, at the one boundary, so
+# no message can echo a megabyte, and lone surrogates (which no JSON encoder accepts) are replaced.
+MAX_MESSAGE_CHARS = 400
+MAX_FIELD_CHARS = 64
+
+
+def _bounded(text: str, limit: int) -> str:
+    short = text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    return short.encode("utf-8", "replace").decode("utf-8") if not short.isascii() else short
+
+
 def error_body(code: str, message: str, field: str | None) -> dict[str, Any]:
-    """The JSON error document of the API contract."""
-    return {"error": {"code": code, "message": message, "field": field}, "request_id": getattr(g, "request_id", None)}
+    """The JSON error document of the API contract (message and field bounded, always encodable)."""
+    return {"error": {"code": code, "message": _bounded(message, MAX_MESSAGE_CHARS),
+                      "field": None if field is None else _bounded(field, MAX_FIELD_CHARS)},
+            "request_id": getattr(g, "request_id", None)}
 
 
 def error_response(exc: BaseException) -> Response:
@@ -85,6 +106,11 @@ def error_response(exc: BaseException) -> Response:
             allowed = getattr(exc, "valid_methods", None)
             if allowed:
                 headers["Allow"] = ", ".join(sorted(allowed))
+    elif _is_framing_error(exc):
+        # The body's framing broke while the app read it (an invalid chunk size, a body cut short):
+        # the client's fault, answered like any malformed request and logged without a traceback.
+        log.warning("malformed request framing: %s", type(exc).__name__, extra={"request_id": getattr(g, "request_id", None)})
+        status, code, message, field = 400, "malformed_framing", "the request body's framing is invalid (chunked encoding or length)", None
     else:
         log.exception("unhandled error", extra={"request_id": getattr(g, "request_id", None)})
         status, code, message, field = 500, "internal_error", "internal error; see request_id", None

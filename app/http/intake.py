@@ -19,7 +19,7 @@ from app.decode.multipart import parse_multipart
 from app.decode.tensor import weights_from_json, weights_from_upload
 from app.service.config import Limits
 from app.service.plan import ImageSource, Source, TextSource, WeightsSource
-from app.service.schemas import VisualizeOptions, options_from_form, options_from_json
+from app.service.schemas import VisualizeOptions, echo, options_from_form, options_from_json
 
 _FILE_PARTS = {"image", "weights"}
 
@@ -82,13 +82,13 @@ def _from_multipart(request: Request, limits: Limits) -> tuple[VisualizeOptions,
     form = parse_multipart(_multipart_body(request), request.mimetype_params.get("boundary", ""), limits)
     for name, uploads in form.files.items():
         if name not in _FILE_PARTS:
-            raise InvalidInput(f"unexpected file part {name[:64]!r}; use 'image' or 'weights'", code="unknown_field", field=name[:64])
+            raise InvalidInput(f"unexpected file part {echo(name)!r}; use 'image' or 'weights'", code="unknown_field", field=echo(name))
         if len(uploads) > 1:
             raise InvalidInput(f"send one {name!r} file", code="expected_one_file", field=name)
     fields: dict[str, Any] = {}
     for name, values in form.fields.items():
         if len(values) > 1:
-            raise InvalidInput(f"field {name[:64]!r} was sent more than once", code="duplicate_field", field=name[:64])
+            raise InvalidInput(f"field {echo(name)!r} was sent more than once", code="duplicate_field", field=echo(name))
         if name in _FILE_PARTS:
             raise InvalidInput(f"{name!r} must be sent as a file part", code="invalid_type", field=name)
         fields[name] = values[0]

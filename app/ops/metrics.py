@@ -78,17 +78,50 @@ def exposition() -> bytes:
     return generate_latest(_REGISTRY)
 
 
+# Every label value comes from a closed set, so /metrics stays the same size whatever clients send:
+# the method is one of these or "other" (it is the client's choice of bytes), the status one
+# of the codes the app and Werkzeug answer with, and an error code one the app defines.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
+# Error codes are constants in the code, not client text; the cap makes that a checked promise.
+MAX_ERROR_CODES = 200
+_CODE_SHAPE = frozenset("abcdefghijklmnopqrstuvwxyz_0123456789")
+_seen_codes: set[str] = set()
+
+
+def method_label(method: str) -> str:
+    """The request method as a label: a standard method, else ``other``."""
+    return method if method in METHODS else OTHER
+
+
+def status_label(status: int) -> str:
+    """The status as a label: a real HTTP status (100-599), else ``other``."""
+    return str(status) if 100 <= status <= 599 else OTHER
+
+
+def code_label(code: str | None) -> str:
+    """An error code as a label: a snake_case code, at most ``MAX_ERROR_CODES`` distinct, else ``other``."""
+    if not code:
+        return "unknown"
+    if code in _seen_codes:
+        return code
+    if len(code) > 40 or not set(code) <= _CODE_SHAPE or len(_seen_codes) >= MAX_ERROR_CODES:
+        return OTHER
+    _seen_codes.add(code)
+    return code
+
+
 def observe_request(route: str, method: str, status: int, seconds: float, stages: Mapping[str, float],
                     error_code: str | None) -> None:
     """Count one answered request with its latency, stage timings and, for errors, its code."""
-    REQUESTS.labels(route, method, str(status)).inc()
+    REQUESTS.labels(route, method_label(method), status_label(status)).inc()
     REQUEST_SECONDS.labels(route).observe(seconds)
     for stage, stage_seconds in stages.items():
         # Stage names come from the code, not the client, but keep the label set closed anyway.
         if stage in STAGES:
             STAGE_SECONDS.labels(stage).observe(stage_seconds)
     if status >= 400:
-        REJECTED.labels(error_code or "unknown", str(status)).inc()
+        REJECTED.labels(code_label(error_code), status_label(status)).inc()
 
 
 def observe_resources(figures: int, hooks: int | None) -> None:

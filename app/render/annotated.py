@@ -16,7 +16,6 @@ would need quantising: antialiased text and the colorbar give a figure ~760 colo
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +25,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from app.render.colormaps import LEVELS, palette
+from app.render.colormaps import LEVELS, masked_colour, palette
+from app.render.figure_cache import BytesBoundedLRU
+from app.render.labels import bound_label, bound_labels, bound_title
 from app.render.photo_png import encode_rgb_up
 
 _CACHE_SIZE = 8
+# Laid-out figures weigh two RGBA buffers each; 96 MiB holds eight 1024 px figures or two at
+# 2048 px. A 4096 px figure (about 150 MB) is never kept.
+_CACHE_BYTES = 96 * 1024 * 1024
 _TICKS = 5
 _DPI = 100
 
@@ -43,7 +47,7 @@ class _Layout:
     tick_texts: list[Any]
 
 
-_cache: OrderedDict[tuple[Any, ...], _Layout] = OrderedDict()
+_cache: BytesBoundedLRU[_Layout] = BytesBoundedLRU(_CACHE_SIZE, _CACHE_BYTES)
 _lock = threading.Lock()  # matplotlib is not thread-safe; one render at a time per process
 
 
@@ -53,7 +57,10 @@ def _rgb(canvas: FigureCanvasAgg) -> np.ndarray:
 
 
 def _cmap(name: str) -> ListedColormap:
-    return ListedColormap(palette(name)[:LEVELS] / 255.0)
+    cmap = ListedColormap(palette(name)[:LEVELS] / 255.0)
+    red, green, blue = masked_colour(name)
+    cmap.set_bad((red / 255.0, green / 255.0, blue / 255.0))  # masked cells of a causal map
+    return cmap
 
 
 def _visible_labels(labels: list[str], max_labels: int) -> tuple[list[int], list[str]]:
@@ -63,21 +70,74 @@ def _visible_labels(labels: list[str], max_labels: int) -> tuple[list[int], list
     return positions, [_clean_label(labels[i]) for i in positions]
 
 
+_WHITESPACE_GLYPHS = {"\n": "\u21b5", "\r": "\u21b5", "\t": "\u21e5"}
+
+
 def _clean_label(label: str) -> str:
-    """Printable, short label text: control characters dropped, long tokens cut."""
-    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in label)
-    return text if len(text) <= 24 else text[:23] + "\u2026"
+    """Printable, short label text (see :mod:`app.render.labels` for how it is shortened).
+
+    Line breaks and tabs are common tokens of decoder LLMs: they show as arrows, not as the
+    replacement mark.
+    """
+    return bound_label("".join(_WHITESPACE_GLYPHS.get(ch, ch) for ch in label[:64]))
+
+
+def _clean_labels(labels: list[str] | None) -> list[str] | None:
+    """:func:`_clean_label` for every label of an axis (``None`` stays ``None``)."""
+    return None if labels is None else [_clean_label(label) for label in labels]
+
+
+def _layout_bytes(layout: _Layout) -> int:
+    """What a cached layout pins: the canvas and the background snapshot, RGBA each."""
+    width, height = layout.canvas.get_width_height()
+    return 2 * 4 * width * height
+
+
+def _label_points(cell_px: float, size: int) -> float:
+    """Tick label size in points: as large as a cell allows (with some air), at most 9 pt per 512 px."""
+    return max(3.0, min(9.0 * max(1.0, size / 512), 20.0, cell_px * 0.8 * 72 / _DPI))
+
+
+def readable_labels(size: int, max_labels: int) -> int:
+    """How many token labels fit along an axis of an annotated map ``size`` px tall at >= 6 pt.
+
+    Beyond this (or ``max_labels``) neighbouring tokens are pooled for display (the title says so).
+    """
+    axis_px = 0.74 * size
+    per_label_px = 6.0 / 0.8 * _DPI / 72  # a 6 pt label needs a cell of about 10 px
+    return max(8, min(max_labels, int(axis_px / per_label_px)))
 
 
 def _build(rows: int, cols: int, row_labels: list[str] | None, col_labels: list[str] | None,
-           size: int, colormap: str, max_labels: int, title: str) -> _Layout:
-    inches = size / _DPI
-    figure = Figure(figsize=(inches * 1.15, inches), dpi=_DPI)
+           size: int, colormap: str, max_labels: int, title: str,
+           axis_titles: tuple[str, str] = ("query", "key")) -> _Layout:
+    # Everything is measured in pixels of a (1.15 size) x size figure: fonts, colorbar and margins
+    # grow with ``size`` instead of staying at their 512 px values.
+    width_px, height_px = size * 1.15, float(size)
+    scale = max(1.0, size / 512)
+    text_pt = min(9.0 * scale, 24.0)
+    text_px = text_pt * _DPI / 72
+    figure = Figure(figsize=(width_px / _DPI, height_px / _DPI), dpi=_DPI)
     canvas = FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.16, 0.16, 0.66, 0.76))
+    cell_px = min(0.74 * height_px / max(rows, 1), 0.66 * width_px / max(cols, 1))
+    label_pt = _label_points(cell_px, size)
+    label_px = label_pt * _DPI / 72
+
+    def margin(labels: list[str] | None) -> float:
+        if not labels:
+            return text_px * 2.5
+        longest = max(len(text) for text in _visible_labels(labels, max_labels)[1])
+        return longest * label_px * 0.62 + label_px + text_px * 2.2
+
+    left = min(0.3 * width_px, margin(row_labels))
+    bottom = min(0.3 * height_px, margin(col_labels))
+    top = text_px * 2.4
+    bar_px = max(10.0, 0.025 * width_px)
+    right = bar_px + text_px * 6.2  # room for a value label such as "3.59e-05"
+    axes_box = (left / width_px, bottom / height_px, 1 - (left + right) / width_px, 1 - (bottom + top) / height_px)
+    axes = figure.add_axes(axes_box)
     image = axes.imshow(np.zeros((rows, cols)), cmap=_cmap(colormap), vmin=0.0, vmax=1.0,
                         interpolation="nearest", aspect="auto")
-    font = max(3.0, min(9.0, 0.55 * size / max(rows, cols, 1)))
     for labels, setter_ticks, setter_labels, rotation in (
         (col_labels, axes.set_xticks, axes.set_xticklabels, 90),
         (row_labels, axes.set_yticks, axes.set_yticklabels, 0),
@@ -85,12 +145,21 @@ def _build(rows: int, cols: int, row_labels: list[str] | None, col_labels: list[
         if labels:
             positions, texts = _visible_labels(labels, max_labels)
             setter_ticks(positions)
-            setter_labels(texts, rotation=rotation, fontsize=font, parse_math=False)
-    axes.set_title(title, fontsize=9, parse_math=False)
-    bar_axes = figure.add_axes((0.85, 0.16, 0.03, 0.76))
+            setter_labels(texts, rotation=rotation, fontsize=label_pt, parse_math=False)
+        else:
+            setter_ticks([])
+    axes.tick_params(length=max(2.0, label_px * 0.3), width=0.6)
+    row_title, col_title = axis_titles
+    if row_labels:
+        axes.set_ylabel(row_title, fontsize=text_pt, parse_math=False)
+    axes.set_xlabel(col_title, fontsize=text_pt, parse_math=False)
+    axes.set_title(title, fontsize=text_pt, parse_math=False)
+    bar_left = axes_box[0] + axes_box[2] + 0.6 * text_px / width_px
+    bar_axes = figure.add_axes((bar_left, axes_box[1], bar_px / width_px, axes_box[3]))
     figure.colorbar(image, cax=bar_axes, ticks=[])
     tick_texts = [
-        figure.text(0.895, 0.16 + 0.76 * i / (_TICKS - 1), "", fontsize=7, va="center", parse_math=False)
+        figure.text(bar_left + (bar_px + 0.4 * text_px) / width_px, axes_box[1] + axes_box[3] * i / (_TICKS - 1), "",
+                    fontsize=text_pt * 0.85, va="center", parse_math=False)
         for i in range(_TICKS)
     ]
     image.set_visible(False)
@@ -102,20 +171,22 @@ def _build(rows: int, cols: int, row_labels: list[str] | None, col_labels: list[
 
 def annotated_png(scaled: np.ndarray, low: float, high: float, *, size: int, colormap: str,
                   row_labels: list[str] | None, col_labels: list[str] | None, max_labels: int,
-                  title: str = "", level: int = 1) -> bytes:
-    """PNG of a [0, 1] map with labelled axes and a colorbar showing the ``low..high`` value range."""
-    key = (scaled.shape, tuple(row_labels or ()), tuple(col_labels or ()), size, colormap, max_labels, title)
+                  title: str = "", level: int = 1, axis_titles: tuple[str, str] = ("query", "key"),
+                  masked: np.ndarray | None = None) -> bytes:
+    """PNG of a [0, 1] map with labelled axes and a colorbar showing the ``low..high`` value range.
+
+    ``masked`` (bool, same shape) cells are drawn in the colormap's masked colour, not its low end.
+    """
+    row_labels, col_labels, title = _clean_labels(row_labels), _clean_labels(col_labels), bound_title(title)
+    key = (scaled.shape, tuple(row_labels or ()), tuple(col_labels or ()), size, colormap, max_labels, title, axis_titles)
     with _lock:
         layout = _cache.get(key)
         if layout is None:
-            layout = _build(scaled.shape[0], scaled.shape[1], row_labels, col_labels, size, colormap, max_labels, title)
-            _cache[key] = layout
-            while len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
-        else:
-            _cache.move_to_end(key)
+            layout = _build(scaled.shape[0], scaled.shape[1], row_labels, col_labels, size, colormap, max_labels, title,
+                            axis_titles)
+            _cache.put(key, layout, _layout_bytes(layout))
         layout.canvas.restore_region(layout.background)
-        layout.image.set_data(scaled)
+        layout.image.set_data(scaled if masked is None else np.ma.masked_array(scaled, mask=masked))
         layout.image.axes.draw_artist(layout.image)
         for i, text in enumerate(layout.tick_texts):
             text.set_text(f"{low + (high - low) * i / (_TICKS - 1):.3g}")
@@ -127,6 +198,7 @@ def annotated_png(scaled: np.ndarray, low: float, high: float, *, size: int, col
 def bar_png(values: np.ndarray, labels: list[str] | None, *, size: int, colormap: str, max_labels: int,
             title: str = "", level: int = 1) -> bytes:
     """Bar chart of one query row (value per key token), for ``annotate`` with ``query``."""
+    labels, title = bound_labels(labels), bound_title(title)
     inches = size / _DPI
     figure = Figure(figsize=(inches, inches * 0.5), dpi=_DPI)
     canvas = FigureCanvasAgg(figure)

@@ -44,3 +44,32 @@ def palette(name: str) -> np.ndarray:
     table[BLANK_INDEX] = BLANK_RGB
     table.setflags(write=False)
     return table
+
+
+# Candidates for the colour of masked cells (a causal model's future keys), in order of preference:
+# the first that no level of the colormap comes near is used, so masked never reads as "low".
+_MASK_CANDIDATES: tuple[tuple[int, int, int], ...] = ((255, 255, 255), (200, 200, 200), (0, 0, 0), (255, 0, 255), (0, 200, 0))
+_MASK_DISTANCE = 90.0
+
+
+@lru_cache(maxsize=len(ALLOWED_COLORMAPS))
+def masked_colour(name: str) -> tuple[int, int, int]:
+    """RGB for masked cells on colormap ``name``: the first candidate at least 90 RGB units from every level."""
+    levels = palette(name)[:LEVELS].astype(np.float64)
+    best, best_distance = _MASK_CANDIDATES[0], -1.0
+    for candidate in _MASK_CANDIDATES:
+        distance = float(np.sqrt(((levels - np.asarray(candidate, dtype=np.float64)) ** 2).sum(axis=1)).min())
+        if distance >= _MASK_DISTANCE:
+            return candidate
+        if distance > best_distance:
+            best, best_distance = candidate, distance
+    return best
+
+
+@lru_cache(maxsize=len(ALLOWED_COLORMAPS))
+def masked_palette(name: str) -> np.ndarray:
+    """:func:`palette` with the spare entry (``BLANK_INDEX``) set to :func:`masked_colour`."""
+    table = palette(name).copy()
+    table[BLANK_INDEX] = masked_colour(name)
+    table.setflags(write=False)
+    return table

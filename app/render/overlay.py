@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import cv2
@@ -53,9 +54,19 @@ def overlay_rgb(image: np.ndarray, scaled: np.ndarray, placement: tuple[float, f
         out[top:bottom, left:right] = cv2.addWeighted(region, 1.0 - alpha, colours, alpha, 0.0)
     if outline is not None:
         thickness = max(1, round(max(height, width) / 200))
-        cv2.rectangle(out, (round(outline[0]), round(outline[1])), (round(outline[2]) - 1, round(outline[3]) - 1),
-                      _OUTLINE_RGB, thickness)
+        # Clamp to just outside the image: OpenCV takes 32-bit ints, and an edge beyond the image
+        # is drawn (not drawn) the same whether it is 1 px or 1e6 px outside.
+        x0, x1 = (_clamp(v, width + thickness) for v in (outline[0], outline[2]))
+        y0, y1 = (_clamp(v, height + thickness) for v in (outline[1], outline[3]))
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), _OUTLINE_RGB, thickness)
     return out
+
+
+def _clamp(value: float, bound: int) -> int:
+    """``value`` rounded into ``[-bound, bound]`` (NaN counts as 0; callers pass finite values)."""
+    if not math.isfinite(value):
+        return 0 if math.isnan(value) else (bound if value > 0 else -bound)
+    return int(min(max(round(value), -bound), bound))
 
 
 def _lut(colormap: str) -> np.ndarray:

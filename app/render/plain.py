@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from app.render.colormaps import BLANK_INDEX, palette
+from app.render.colormaps import BLANK_INDEX, masked_palette, palette
 from app.render.normalize import to_indices
 from app.render.png import block_counts, encode_blocks, encode_indexed
 
@@ -30,19 +30,37 @@ def pool_to(values: np.ndarray, max_rows: int, max_cols: int) -> np.ndarray:
     return pooled / np.outer([len(g) for g in row_groups], [len(g) for g in col_groups])
 
 
-def heatmap_png(scaled: np.ndarray, size: int, colormap: str, level: int) -> bytes:
-    """PNG of a [0, 1] map, nearest-neighbour upscaled so its longer side is ``size`` px."""
+def _masked_cells(cells: np.ndarray, masked: np.ndarray | None, rows: int, cols: int, colormap: str) -> tuple[np.ndarray, np.ndarray]:
+    """Colour indices with masked cells set to the spare entry, and the palette to draw them with.
+
+    A pooled cell is masked when most of the cells it averages are (the mask is pooled like the values).
+    """
+    if masked is None or not masked.any():
+        return cells, palette(colormap)
+    share = pool_to(masked.astype(np.float64), rows, cols)
+    cells = cells.copy()
+    cells[share > 0.5] = BLANK_INDEX
+    return cells, masked_palette(colormap)
+
+
+def heatmap_png(scaled: np.ndarray, size: int, colormap: str, level: int, masked: np.ndarray | None = None) -> bytes:
+    """PNG of a [0, 1] map, nearest-neighbour upscaled so its longer side is ``size`` px.
+
+    ``masked`` (bool, same shape) cells are drawn in the colormap's masked colour.
+    """
     height, width = output_shape(scaled.shape[0], scaled.shape[1], size)
     cells = to_indices(pool_to(scaled, height, width))
-    return encode_blocks(cells, block_counts(cells.shape[0], height), block_counts(cells.shape[1], width), palette(colormap), level)
+    cells, colours = _masked_cells(cells, masked, height, width, colormap)
+    return encode_blocks(cells, block_counts(cells.shape[0], height), block_counts(cells.shape[1], width), colours, level)
 
 
-def strip_png(scaled_row: np.ndarray, size: int, colormap: str, level: int) -> bytes:
+def strip_png(scaled_row: np.ndarray, size: int, colormap: str, level: int, masked: np.ndarray | None = None) -> bytes:
     """PNG of one query row as a horizontal strip ``size`` px wide and ``size // 8`` px tall."""
     width = size
     height = max(8, size // 8)
     cells = to_indices(pool_to(scaled_row.reshape(1, -1), 1, width))
-    return encode_blocks(cells, np.array([height]), block_counts(cells.shape[1], width), palette(colormap), level)
+    cells, colours = _masked_cells(cells, None if masked is None else masked.reshape(1, -1), 1, width, colormap)
+    return encode_blocks(cells, np.array([height]), block_counts(cells.shape[1], width), colours, level)
 
 
 def grid_layout(panels: int) -> tuple[int, int]:

@@ -35,10 +35,18 @@ class Limits(BaseModel):
     max_text_chars: int = 10_000
     max_tokens: int = 512
     attention_budget_bytes: int = 256 * MiB
+    # Causal LMs capture rows, not T x T, so they take long inputs: their own caps and a budget for
+    # everything a request materialises (captured rows or matrices, plus activations).
+    max_causal_tokens: int = 8192
+    max_causal_text_chars: int = 100_000
+    max_generate_tokens: int = 64
+    causal_budget_bytes: int = 1536 * MiB
     max_panels: int = 64
     max_output_side: int = 4096
     max_output_pixels: int = 16_000_000
     max_output_bytes: int = 8 * MiB
+    # format=json: checked before serialising, at the longest a float can print (25 bytes with its comma).
+    max_output_json_bytes: int = 16 * MiB
     max_labels: int = 128
 
 
@@ -50,7 +58,7 @@ class Settings(BaseModel):
     device: str = "auto"
     half_precision: bool = False
     models_config: str | None = None
-    builtin_models: tuple[str, ...] = ("shapes-vit", "shapes-vit-shortcut", "minilm")
+    builtin_models: tuple[str, ...] = ("shapes-vit", "shapes-vit-shortcut", "minilm", "smollm2")
     api_tokens: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     proxy_hops: int = 0

@@ -15,6 +15,7 @@ import numpy as np
 from app.core.attention import AttentionStack, stack_from_array
 from app.core.errors import AttnmapError, InvalidInput, Unavailable
 from app.core.inputs import ImageInput, TextInput
+from app.core.reduce import check_finite_map
 from app.service.config import Settings
 from app.service.plan import (
     Facts,
@@ -76,8 +77,10 @@ def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, sett
     with timer.stage("reduce"):
         reduced = entry.reduce(capture, plan, settings.limits)
     check_deadline(timer, settings)
+    check_finite_map(reduced.values, plan.method)
     meta = _provenance(plan, capture, reduced)
     if plan.format == "json":
+        check_json_output(reduced.values.size, settings)
         document = {"values": reduced.values, "shape": list(reduced.values.shape), "meta": meta}
         return JsonResult(document=document, headers=_headers(meta))
     png = entry.render(reduced, capture, plan, settings, timer)
@@ -85,6 +88,19 @@ def run(options: VisualizeOptions, source: Source, registry: ModelRegistry, sett
         raise InvalidInput("the rendered PNG exceeds the output byte limit; ask for a smaller size",
                            code="output_too_large", field="size")
     return PngResult(png=png, headers=_headers(meta))
+
+
+# The longest text orjson writes for one float64 ("-2.2250738585072014e-308") plus its comma.
+JSON_BYTES_PER_VALUE = 25
+
+
+def check_json_output(values: int, settings: Settings) -> None:
+    """422 ``output_too_large`` when a JSON answer could exceed its byte cap, before it is serialised."""
+    limit = settings.limits.max_output_json_bytes
+    if values * JSON_BYTES_PER_VALUE > limit:
+        raise InvalidInput(f"format=json would hold {values} values (up to {values * JSON_BYTES_PER_VALUE} bytes); "
+                           f"the limit is {limit} bytes: pick a query row, a layer or png", code="output_too_large",
+                           field="format")
 
 
 def check_deadline(timer: StageTimer, settings: Settings) -> None:
@@ -108,10 +124,11 @@ def _raw_stack(weights: np.ndarray, options: VisualizeOptions) -> AttentionStack
 
 
 def _model_facts(info: ModelInfo) -> Facts:
-    return Facts(kind=info.kind, num_layers=info.layers, num_heads=info.heads, model=info.name)
+    return Facts(kind=info.kind, num_layers=info.layers, num_heads=info.heads, model=info.name, causal=info.causal)
 
 
-def _decode_input(options: VisualizeOptions, source: ImageSource | TextSource, settings: Settings) -> ImageInput | TextInput:
+def _decode_input(options: VisualizeOptions, source: ImageSource | TextSource, settings: Settings,
+                  causal: bool) -> ImageInput | TextInput:
     if isinstance(source, ImageSource):
         from app.decode.image import decode_image
 
@@ -122,7 +139,9 @@ def _decode_input(options: VisualizeOptions, source: ImageSource | TextSource, s
     pair = check_text(options.text_pair, limits, "text_pair") if options.text_pair is not None else None
     if options.target_text is not None:
         check_text(options.target_text, limits, "target_text")
-    return TextInput(check_text(source.text, limits, "text"), pair)
+    # Causal LMs capture rows, not T x T, so they take much longer prompts than encoders.
+    chars = limits.max_causal_text_chars if causal else None
+    return TextInput(check_text(source.text, limits, "text", chars), pair)
 
 
 def _capture_from_model(options: VisualizeOptions, source: ImageSource | TextSource, registry: ModelRegistry,
@@ -133,21 +152,36 @@ def _capture_from_model(options: VisualizeOptions, source: ImageSource | TextSou
     check_model_kind(facts, source_kind(source))
     plan = resolve(options, facts, settings.limits)
     with timer.stage("decode"):
-        inputs = _decode_input(options, source, settings)
+        inputs = _decode_input(options, source, settings, facts.causal)
+    limits = settings.limits
     request = CaptureRequest(layers=plan.layers, gradient=plan.method == "gradient",
                              target=options.target, target_text=options.target_text, truncate=options.truncate,
-                             max_tokens=settings.limits.max_tokens)
+                             max_tokens=limits.max_causal_tokens if facts.causal else limits.max_tokens,
+                             rows=plan.rows, generate=plan.generate)
     tokens = adapter.estimate_tokens(inputs, request)
-    needed = adapter.attention_bytes(tokens, len(request.layers)) * (2 if request.gradient else 1)
-    budget = settings.limits.attention_budget_bytes
-    if needed > budget:
-        raise InvalidInput(
-            f"this selection needs about {needed // (1024 * 1024)} MiB of attention for {tokens} tokens; the budget is "
-            f"{budget // (1024 * 1024)} MiB (use method=attention for one layer, or a shorter input)",
-            code="selection_too_large", field="method")
+    _check_budget(adapter, request, tokens, limits.causal_budget_bytes if facts.causal else limits.attention_budget_bytes)
     check_deadline(timer, settings)
     with timer.stage("forward"):
         return plan, _guarded_capture(adapter, inputs, request)
+
+
+def _check_budget(adapter: ModelAdapter, request: CaptureRequest, tokens: int, budget: int) -> None:
+    """422 before any forward pass when what the request would materialise exceeds the budget.
+
+    The adapter counts what it will really hold: for a causal row capture that is rows x T per
+    captured layer plus the pass's activations, not T^2; the message says how many tokens fit.
+    """
+    needed = adapter.working_bytes(tokens, request)
+    if needed <= budget:
+        return
+    fitting = adapter.fitting_tokens(request, budget)
+    what = "attention" if not adapter.info.causal else "attention and activations"
+    hint = ("ask for one query row (query=last or an index) or fewer layers" if adapter.info.causal
+            else "use method=attention for one layer")
+    raise InvalidInput(
+        f"this selection needs about {needed // (1024 * 1024)} MiB of {what} for {tokens} tokens; the budget is "
+        f"{budget // (1024 * 1024)} MiB, which fits this selection for at most {fitting} tokens ({hint}, or a shorter input)",
+        code="selection_too_large", field="method")
 
 
 def _guarded_capture(adapter: ModelAdapter, inputs: ImageInput | TextInput, request: CaptureRequest) -> Capture:

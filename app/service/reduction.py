@@ -14,10 +14,13 @@ from typing import Any
 import numpy as np
 
 from app.core.attention import AttentionStack
+from app.core.causal import causal_mask, exclude_first_key, square_mask
 from app.core.errors import InvalidInput
 from app.core.geometry import area_share, region_mass
 from app.core.reduce import fuse_heads, gradient_relevance, head_entropy, rollout, rollout_row
 from app.core.tokens import mask_tokens, merge_words, pool_blocks, word_groups
+from app.render.annotated import readable_labels
+from app.render.normalize import normalize, token_range_mask
 from app.service.config import Limits
 from app.service.plan import Plan, resolve_token
 from models.adapter import Capture, Picture
@@ -35,6 +38,8 @@ class ReducedMap:
     row_labels: list[str] | None = None
     col_labels: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Same shape as ``values`` (1-D or 2-D maps): True for cells a causal model cannot attend to.
+    masked: np.ndarray | None = None
 
 
 def query_row(query: int | str | None, labels: list[str] | None, count: int) -> int | str | None:
@@ -58,23 +63,47 @@ def select_row(matrix: np.ndarray, row: int | str | None) -> np.ndarray:
     return matrix[row]
 
 
+def special_positions(stack: AttentionStack, labels: list[str]) -> list[int]:
+    """Positions in ``labels`` that hold one of the model's special tokens (found by text, so they
+    survive merging word pieces)."""
+    tokens = stack.tokens or []
+    special = {tokens[i] for i in stack.special_tokens if i < len(tokens)}
+    return [i for i, label in enumerate(labels) if label in special]
+
+
+def colour_range(values: np.ndarray, plan: Plan, special: list[int]) -> dict[str, Any]:
+    """``{"colour_range": [low, high]}`` when the colours do not span the values' own range
+    (``clip_special``, ``percentile``, ``row``), so a client can label its colour scale; else ``{}``."""
+    drawing = plan.drawing
+    clipped = special if drawing.clip_special else []
+    if not clipped and drawing.normalize not in ("percentile", "row"):
+        return {}
+    _, low, high = normalize(values, drawing.normalize, drawing.vmin, drawing.vmax, token_range_mask(values.shape, clipped))
+    return {"colour_range": [low, high]}
+
+
 def reduce_matrix_view(capture: Capture, plan: Plan, limits: Limits) -> ReducedMap:
     """``heatmap`` and ``overlay``: a matrix, or one query row (a strip for tokens, a patch grid for images)."""
     stack = capture.stack
+    if stack.row_tokens is not None:
+        return _generation_view(capture, plan)
     labels = stack.tokens
     meta: dict[str, Any] = {}
     token_options = stack.grid is None and (plan.merge_subwords or plan.mask_special)
-    count = stack.weights.shape[-2]
+    masked: np.ndarray | None = None
     if plan.method in ("attention", "rollout") and not token_options and plan.query is not None and plan.query != "mean":
         # One query row is all that is shown (a patch map, or a text/weights strip). Attention: fuse
         # only that row of each head (fusion and renormalisation are per row, so the values are the
         # same). Rollout: vector-matrix products from the left instead of the full T^3 product.
-        row = resolve_token(plan.query, labels, count, "query")
+        position = resolve_token(plan.query, labels, stack.num_queries, "query")
+        row = captured_row(stack, position)
         if plan.method == "attention":
             values = fuse_heads(stack.layer_slice(plan.layer)[:, row : row + 1, :], plan.head)[0]
         else:
             values = rollout_row(stack.layers_up_to(plan.layer), row, plan.head, plan.discard_ratio)
-        query = shown_query(plan.query, row)
+        query = shown_query(plan.query, position)
+        if stack.causal:
+            masked = causal_mask(values.shape[-1], [position])[0]
     else:
         matrix = _matrix(stack, plan)
         if token_options:
@@ -82,17 +111,89 @@ def reduce_matrix_view(capture: Capture, plan: Plan, limits: Limits) -> ReducedM
         selected = query_row(plan.query, labels, matrix.shape[0])
         values = select_row(matrix, selected)
         query = shown_query(plan.query, selected)
-    square = stack.weights.shape[-1] == stack.weights.shape[-2]
+        if stack.causal and matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1]:
+            full_mask = square_mask(matrix.shape[0])
+            masked = full_mask if values.ndim == 2 else (full_mask[selected] if isinstance(selected, int) else None)
+    square = stack.query_rows is None and stack.weights.shape[-1] == stack.weights.shape[-2]
+    if labels and stack.grid is None:
+        meta["special_positions"] = special_positions(stack, labels)
+    readable = readable_labels(plan.drawing.size, limits.max_labels)
     if square and stack.grid is None and plan.drawing.annotate and plan.format == "png" and labels \
-            and len(labels) > limits.max_labels:
-        values, labels, meta["pooled"] = pool_blocks(values, labels, limits.max_labels)
+            and len(labels) > readable:
+        # Display only: more labels than fit at a legible size become blocks of neighbours.
+        values, labels, meta["pooled"] = pool_blocks(values, labels, readable)
+        meta.pop("special_positions", None)
+        # Blocks are runs of neighbours, so a block is masked when its first cell is (keys after the query).
+        step = meta["pooled"]
+        masked = None if masked is None else (masked[::step, ::step] if masked.ndim == 2 else masked[::step])
+    row_labels = labels if query is None else None
+    if plan.exclude_sink:
+        values, labels, row_labels, masked = _without_sink(values, labels, row_labels, masked, meta, square=values.ndim == 2)
+        meta.pop("special_positions", None)
+    meta.update(colour_range(values, plan, meta.get("special_positions", [])))
     if stack.grid is not None and values.ndim == 1:
         values = _to_grid(values, stack)
         meta["entropy_per_head"] = head_entropy(stack.layer_slice(plan.layer), query_row=0) if plan.method == "attention" else None
         if plan.drawing.region is not None and capture.picture is not None:
             meta.update(_region(values, capture.picture, plan.drawing.region))
+    if stack.causal:
+        meta["causal"] = True
     return ReducedMap(values=values, view=plan.view, layers=list(plan.layers), heads=plan.head, query=query,
-                      row_labels=labels if query is None else None, col_labels=labels, meta=meta)
+                      row_labels=row_labels, col_labels=labels, meta=meta, masked=masked)
+
+
+def captured_row(stack: AttentionStack, position: int) -> int:
+    """Index on the stack's query axis of absolute query ``position`` (422 if that row was not captured)."""
+    try:
+        return stack.row_position(position)
+    except KeyError:
+        raise InvalidInput(f"query row {position} was not captured for this request", code="invalid_value",
+                           field="query") from None
+
+
+def _without_sink(values: np.ndarray, col_labels: list[str] | None, row_labels: list[str] | None,
+                  masked: np.ndarray | None, meta: dict[str, Any], *,
+                  square: bool) -> tuple[np.ndarray, list[str] | None, list[str] | None, np.ndarray | None]:
+    """Drop the first key (the attention sink) and renormalise rows; meta says how much it held."""
+    if values.shape[-1] < 2:
+        raise InvalidInput("exclude_sink needs at least two key tokens", code="invalid_value", field="exclude_sink")
+    result = exclude_first_key(values, col_labels, row_labels, masked, square=square)
+    meta.update(sink_excluded=True, sink_mass=result.sink_mass)
+    return result.values, result.col_labels, result.row_labels, result.masked
+
+
+def reduce_layers(capture: Capture, plan: Plan, limits: Limits) -> ReducedMap:
+    """``layers``: one query row in every layer, heads fused by ``head`` (``[L, T]``: where the token looks, layer by layer)."""
+    stack = capture.stack
+    assert plan.query is not None  # the plan chose one (last for causal models, cls otherwise)
+    position = resolve_token(plan.query, stack.tokens, stack.num_queries, "query")
+    row = captured_row(stack, position)
+    values = np.stack([fuse_heads(stack.layer_slice(layer)[:, row : row + 1, :], plan.head)[0] for layer in stack.layers])
+    labels = stack.tokens
+    row_labels: list[str] | None = [f"L{layer}" for layer in stack.layers]
+    masked = np.repeat(causal_mask(values.shape[-1], [position]), len(stack.layers), axis=0) if stack.causal else None
+    meta: dict[str, Any] = {"query_index": position, "query_token": labels[position] if labels else position}
+    if plan.exclude_sink:
+        values, labels, row_labels, masked = _without_sink(values, labels, row_labels, masked, meta, square=False)
+    if stack.causal:
+        meta["causal"] = True
+    return ReducedMap(values=values, view="layers", layers=list(stack.layers), heads=plan.head, query=position,
+                      row_labels=row_labels, col_labels=labels, meta=meta, masked=masked)
+
+
+def _generation_view(capture: Capture, plan: Plan) -> ReducedMap:
+    """One row per generated token: the attention of the step that produced it, over prompt + earlier tokens."""
+    stack = capture.stack
+    assert stack.query_rows is not None  # generation captures carry their rows' positions
+    values = fuse_heads(stack.layer_slice(plan.layer), plan.head)
+    labels: list[str] | None = stack.tokens
+    row_labels: list[str] | None = stack.row_tokens
+    masked: np.ndarray | None = causal_mask(values.shape[-1], stack.query_rows)
+    meta: dict[str, Any] = {"causal": True}
+    if plan.exclude_sink:
+        values, labels, row_labels, masked = _without_sink(values, labels, row_labels, masked, meta, square=False)
+    return ReducedMap(values=values, view="heatmap", layers=[plan.layer], heads=plan.head, query="generated",
+                      row_labels=row_labels, col_labels=labels, meta=meta, masked=masked)
 
 
 def _matrix(stack: AttentionStack, plan: Plan) -> np.ndarray:

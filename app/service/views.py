@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.service import reduction, rendering
+from app.service import reduction, rendering, text_view
 from app.service.config import Limits, Settings
 from app.service.plan import Plan
 from app.service.reduction import ReducedMap
@@ -34,6 +34,8 @@ VIEWS: dict[str, ViewEntry] = {
     "overlay": ViewEntry(reduction.reduce_matrix_view, rendering.render_overlay),
     "grid": ViewEntry(reduction.reduce_grid, rendering.render_grid),
     "trace": ViewEntry(reduction.reduce_trace, rendering.render_matrix),
+    "text": ViewEntry(text_view.reduce_text, text_view.render_text),
+    "layers": ViewEntry(reduction.reduce_layers, rendering.render_matrix),
 }
 
 

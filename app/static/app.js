@@ -4,12 +4,13 @@
 
 import { apiUrl, getJson, setToken, visualize } from "./js/api.js";
 import {
-  clearFieldErrors, configure, configureQuery, initColormaps, inputs, readOptions, showFieldError, updateDependents,
+  autoClipSpecial, clearFieldErrors, configure, configureQuery, initColormaps, inputs, readOptions, setHead, setQuery,
+  showFieldError, updateDependents,
 } from "./js/controls.js";
 import { copyCurl, showCurl } from "./js/curlbox.js";
 import { byId, debounce, el, show } from "./js/dom.js";
 import { renderExamples, renderQuickStarts, shortcutExample } from "./js/examples.js";
-import { buildJobs } from "./js/jobs.js";
+import { buildJobs, downloadName } from "./js/jobs.js";
 import { MapView } from "./js/mapview.js";
 import { image, initImageInput, readTokens, setImage, setWeightsFile, setWeightsText, weights, weightsSummary } from "./js/sources.js";
 import { announce, clearMessages, showError, startProgress, stopProgress } from "./js/status.js";
@@ -95,8 +96,20 @@ function selectModel(name) {
 
 // ---------------------------------------------------------------- rendering
 
+/** Tokens of the current input: known from the last answer, else estimated from the text. */
+function tokenCount() {
+  const kind = sourceKind();
+  if (kind === "text") {
+    const words = byId("text").value.trim().split(/\s+/).filter(Boolean).length;
+    return Math.max(state.tokens?.length ?? 0, Math.round(words * 1.2) + 2);
+  }
+  if (kind === "weights") return weights.shape ? weights.shape[weights.shape.length - 1] : 0;
+  return 0;
+}
+
 function currentJobs() {
   const kind = sourceKind();
+  autoClipSpecial(tokenCount());
   const options = readOptions(kind);
   const pair = comparison();
   if (pair && byId("compare").checked) return buildJobs(kind, options, pair.models, pair.labels ?? []);
@@ -119,7 +132,18 @@ async function runJob(job, signal) {
 function ensureViews(count) {
   const container = byId("maps");
   while (state.views.length > count) state.views.pop().destroy();
-  while (state.views.length < count) state.views.push(new MapView(container));
+  const handlers = {
+    // A click on a token (axis label or text view) makes it the query; on a grid thumbnail, shows that head.
+    onQuery: (index) => {
+      setQuery(index);
+      render();
+    },
+    onHead: (head) => {
+      setHead(head);
+      render();
+    },
+  };
+  while (state.views.length < count) state.views.push(new MapView(container, handlers));
   container.classList.toggle("is-compare", count > 1);
 }
 
@@ -153,13 +177,13 @@ async function render({ reveal = false } = {}) {
     const annotated = inputs().annotate.checked;
     await Promise.all(results.map((result, i) => {
       state.views[i].setTitle(jobs[i].model ?? "Raw weights", jobs[i].badge);
-      return state.views[i].show({ ...result, annotated, colormap, filename: jobs[i].filename, description: jobs[i].description });
+      return state.views[i].show({ ...result, annotated, colormap, filename: downloadName(jobs[i], result.doc), description: jobs[i].description });
     }));
     state.hasResult = true;
     show(byId("empty"), false);
     show(byId("maps"));
     rememberTokens(results[0].doc);
-    if (reveal && NARROW.matches) byId("result").scrollIntoView({ block: "start" });
+    if (reveal) keepInView();
   } catch (error) {
     if (state.controller !== controller) return;
     failed = error.name !== "AbortError";
@@ -176,6 +200,16 @@ async function render({ reveal = false } = {}) {
 }
 
 const scheduleRender = debounce(() => render(), 350);
+
+/**
+ * Bring the result into view after Render: on a phone it is below the controls, on a wide
+ * screen it sits at the top of its column while the Render button is at the bottom of the form.
+ */
+function keepInView() {
+  const box = byId("result").getBoundingClientRect();
+  const visible = box.top >= 0 && box.top < window.innerHeight * 0.6;
+  if (!visible || NARROW.matches) byId("result").scrollIntoView({ block: "start" });
+}
 
 /** Offer the tokens of the last answer as query choices (text and raw weights). */
 function rememberTokens(doc) {
@@ -353,6 +387,7 @@ function wire() {
   });
   byId("sample-weights").addEventListener("click", useSampleWeights);
   byId("copy-curl").addEventListener("click", copyCurl);
+  byId("clip_special").addEventListener("change", () => { byId("clip_special").dataset.touched = "true"; });
   byId("token").addEventListener("change", async () => {
     setToken(byId("token").value);
     clearMessages();

@@ -7,12 +7,34 @@ one module here that defines ``FAMILY``, one line in ``_MODULES``, a test and a 
 
 from __future__ import annotations
 
-from models.families import bert, deit, dinov2, distilbert, electra, roberta, vit
+from models.families import (
+    bert,
+    deit,
+    dinov2,
+    distilbert,
+    electra,
+    gemma2,
+    gemma3,
+    gpt2,
+    llama,
+    mistral,
+    phi3,
+    qwen2,
+    qwen3,
+    roberta,
+    vit,
+)
 from models.family import Family, FamilyError, ModelKind, attention_modules
 
-__all__ = ["FAMILIES", "Family", "FamilyError", "ModelKind", "attention_modules", "family_for", "supported_types"]
+__all__ = ["FAMILIES", "OUTSIDE_INTERFACE", "Family", "FamilyError", "ModelKind", "attention_modules", "family_for",
+           "refused_family", "supported_types"]
 
-_MODULES = (vit, deit, dinov2, bert, roberta, distilbert, electra)
+_MODULES = (vit, deit, dinov2, bert, roberta, distilbert, electra, llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3, gpt2)
+
+# Decoder families whose attention transformers computes inline at the pinned version: the
+# capture function is never called, so serving them would mean eager O(T^2) attention in every
+# layer. They are refused at load with this reason.
+OUTSIDE_INTERFACE: dict[str, str] = {"bloom": "Bloom", "falcon": "Falcon", "mpt": "MPT", "gpt_neo": "GPT-Neo"}
 
 FAMILIES: tuple[Family, ...] = tuple(module.FAMILY for module in _MODULES)
 
@@ -27,3 +49,13 @@ def family_for(model_type: str | None) -> Family | None:
 def supported_types(kind: ModelKind | None = None) -> list[str]:
     """Every served ``model_type``, of one kind or all, sorted."""
     return sorted(t for family in FAMILIES if kind in (None, family.kind) for t in family.model_types)
+
+
+def refused_family(model_type: str | None) -> str | None:
+    """Why a known family is refused (it bypasses transformers' attention interface), or None."""
+    name = OUTSIDE_INTERFACE.get(model_type or "")
+    if name is None:
+        return None
+    causal = ", ".join(family.name for family in FAMILIES if family.causal)
+    return (f"{name} ({model_type!r}) computes attention outside transformers' attention interface, so attnmap cannot "
+            f"capture it on the fused path; supported causal families: {causal}")

@@ -6,11 +6,16 @@ import { byId, setOptions, show } from "./dom.js";
 export const COLORMAPS = ["viridis", "magma", "inferno", "plasma", "cividis", "turbo", "jet", "hot", "gray", "bone",
   "Blues", "Reds", "Greens", "Purples", "Oranges", "YlOrRd", "coolwarm", "RdBu_r", "bwr", "seismic"];
 
+// Short labels: the select must read in full in a narrow column and on a phone.
 const VIEWS = {
-  vision: [["overlay", "Overlay on the image"], ["heatmap", "Patch heatmap"], ["grid", "Every head (grid)"]],
-  text: [["heatmap", "Heatmap"], ["grid", "Every head (grid)"]],
-  weights: [["heatmap", "Heatmap"], ["grid", "Every head (grid)"]],
+  vision: [["overlay", "Overlay"], ["heatmap", "Patch heatmap"], ["grid", "Every head"]],
+  text: [["heatmap", "Heatmap"], ["text", "Text"], ["grid", "Every head"]],
+  weights: [["heatmap", "Heatmap"], ["text", "Text"], ["grid", "Every head"]],
 };
+
+// Past this many tokens the page leaves special tokens out of the colour range by default:
+// [CLS]/[SEP] (or a first-token sink) would otherwise take the whole range of a long input.
+export const LONG_INPUT_TOKENS = 64;
 
 const METHOD_HINTS = {
   attention: "The chosen layer's attention.",
@@ -19,7 +24,7 @@ const METHOD_HINTS = {
 };
 
 const ids = ["layer", "head", "method", "view", "query", "colormap", "alpha", "size", "interpolation", "discard_ratio",
-  "annotate", "mask_special", "merge_subwords"];
+  "annotate", "mask_special", "merge_subwords", "normalize", "clip_special"];
 
 /** The option inputs by field name. */
 export function inputs() {
@@ -71,7 +76,7 @@ export function configureQuery(source) {
   }
   const tokens = source.tokens ?? [];
   const count = source.queries ?? tokens.length;
-  const options = [{ value: "", label: "All (matrix)" }];
+  const options = [{ value: "", label: "Every query" }];
   for (let i = 0; i < count; i += 1) options.push({ value: String(i), label: tokens[i] !== undefined ? `${i}: ${tokens[i]}` : `Token ${i}` });
   setOptions(select, options);
 }
@@ -118,7 +123,38 @@ export function readOptions(kind) {
   if (c.annotate.checked) fields.annotate = true;
   if (kind === "text" && c.mask_special.checked) fields.mask_special = true;
   if (kind === "text" && c.merge_subwords.checked) fields.merge_subwords = true;
+  if (c.normalize.value !== "minmax") fields.normalize = c.normalize.value;
+  if (kind !== "vision" && c.clip_special.checked) fields.clip_special = true;
   return fields;
+}
+
+/**
+ * Leave special tokens out of the colour range for long inputs, unless the user has set the box
+ * (`tokens`: the token count when known, else an estimate from the text).
+ */
+export function autoClipSpecial(tokens) {
+  const box = byId("clip_special");
+  if (box.dataset.touched === "true") return;
+  box.checked = tokens > LONG_INPUT_TOKENS;
+}
+
+/** Make token `index` the query (null: every query); adds the choice when the list is shorter. */
+export function setQuery(index) {
+  const select = byId("query");
+  const value = index === null ? "" : String(index);
+  if (![...select.options].some((option) => option.value === value)) {
+    select.append(new Option(`Token ${index}`, value));
+  }
+  select.value = value;
+}
+
+/** Show one head as a heatmap (from a click on its thumbnail in the grid). */
+export function setHead(index) {
+  const c = inputs();
+  c.view.value = "heatmap";
+  if (![...c.head.options].some((option) => option.value === String(index))) c.head.append(new Option(`Head ${index}`, String(index)));
+  c.head.value = String(index);
+  updateDependents();
 }
 
 // Request fields shown at another control's error slot.

@@ -5,8 +5,9 @@ import { byId, el, show } from "./dom.js";
 
 /** Thumbnails of the example images and chips of the sample sentences. */
 export function renderExamples({ images, sentences }, { onImage, onSentence }) {
-  byId("thumbs").replaceChildren(...images.map((example) => {
-    const caption = example.label ?? example.shape ?? example.name.replace(/\.[a-z]+$/i, "");
+  const captions = distinctCaptions(images);
+  byId("thumbs").replaceChildren(...images.map((example, index) => {
+    const caption = captions[index];
     const button = el("button", {
       type: "button", class: "thumb", "aria-pressed": "false", dataset: { name: example.name },
       "aria-label": `Use example image ${caption}`,
@@ -21,6 +22,22 @@ export function renderExamples({ images, sentences }, { onImage, onSentence }) {
     return el("li", {}, [button]);
   }));
   show(byId("samples"), sentences.length > 0);
+}
+
+/**
+ * One caption per example image. Two pictures of the same shape get what tells them apart, taken
+ * from the file name: "square scene", "square shortcut", "triangle 256px".
+ */
+export function distinctCaptions(images) {
+  const base = images.map((example) => example.label ?? example.shape ?? example.name.replace(/\.[a-z]+$/i, ""));
+  return images.map((example, i) => {
+    if (base.filter((caption) => caption === base[i]).length === 1) return base[i];
+    const rest = example.name.replace(/\.[a-z]+$/i, "").split(/[_-]+/)
+      .filter((word) => word.toLowerCase() !== String(base[i]).toLowerCase()).join(" ");
+    // Short enough for a thumbnail: "triangle 256px", "square scene", "square shortcut".
+    const detail = /^\d+$/.test(rest) ? `${rest}px` : rest.split(" ")[0];
+    return detail ? `${base[i]} ${detail}` : `${base[i]} ${i + 1}`;
+  });
 }
 
 /** The example image the shortcut demo starts from: one marked in boxes.json, else the first. */

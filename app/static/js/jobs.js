@@ -5,10 +5,27 @@ import { showFieldError } from "./controls.js";
 import { byId } from "./dom.js";
 import { image, readTokens, weights } from "./sources.js";
 
-function filename(model, fields) {
-  const safe = (text) => String(text).replace(/[^A-Za-z0-9._-]/g, "_");
+const safe = (text) => String(text).replace(/[^A-Za-z0-9._-]/g, "_");
+
+/** "layer3", or for a layer counted from the end "last-layer" / "layer-from-end2" (never "layer-1"). */
+function layerPart(layer) {
+  const value = Number(layer ?? -1);
+  if (!Number.isInteger(value)) return `layer${safe(layer)}`;
+  if (value === -1) return "last-layer";
+  return value < 0 ? `layer-from-end${-value}` : `layer${value}`;
+}
+
+function filename(model, fields, layerText = layerPart(fields.layer)) {
   const head = fields.head === undefined ? "all-heads" : `head${safe(fields.head)}`;
-  return `attnmap-${safe(model ?? "weights")}-${safe(fields.view)}-layer${safe(fields.layer ?? -1)}-${head}.png`;
+  return `attnmap-${safe(model ?? "weights")}-${safe(fields.view)}-${layerText}-${head}.png`;
+}
+
+/** The download name, with the layer the server resolved (meta.layers) when the answer is known. */
+export function downloadName(job, doc) {
+  const layers = doc?.meta?.layers;
+  if (!Array.isArray(layers) || layers.length === 0) return job.filename;
+  const text = layers.length === 1 ? `layer${layers[0]}` : `layers${layers[0]}-${layers[layers.length - 1]}`;
+  return filename(job.model, job.request.fields, text);
 }
 
 function description(model, fields) {

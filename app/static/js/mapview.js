@@ -5,7 +5,9 @@ import { byId, el, formatValue } from "./dom.js";
 import { cellAt, cellBox, describeCell, layoutOf, moveCell } from "./layout.js";
 
 const IDLE_READOUT = "Hover or click the map to read values; arrow keys move a cursor.";
+const TEXT_READOUT = "Hover a token to read its value; click it to make it the query.";
 const MAX_AXIS_LABELS = 48;
+const ZOOMS = [1, 1.5, 2, 3, 4, 6, 8];
 
 /** Token labels along the axes of a matrix or strip: {rows, cols}, each a list or null. */
 export function axisLabels(doc, annotated) {
@@ -18,12 +20,32 @@ export function axisLabels(doc, annotated) {
   return { rows: null, cols: null };
 }
 
-function fillAxis(axis, labels, property) {
+/** Token labels as buttons: a click makes that token the query (`onPick(index)`). */
+function fillAxis(axis, labels, property, onPick) {
   axis.hidden = labels === null;
   if (labels === null) return;
   axis.style[property] = `repeat(${labels.length}, minmax(0, 1fr))`;
   axis.style.setProperty("--n", String(labels.length));
-  axis.replaceChildren(...labels.map((label) => el("span", { text: label, title: label })));
+  axis.replaceChildren(...labels.map((label, index) => {
+    const button = el("button", { type: "button", class: "axis-token", text: label, title: `${label}: make it the query`, tabindex: "-1" });
+    button.addEventListener("click", () => onPick(index));
+    return button;
+  }));
+}
+
+/** Is `doc` a token-by-token matrix or strip (the maps that have query and key axes)? */
+function isTokenMap(doc) {
+  const meta = doc?.meta;
+  return Boolean(meta && !meta.grid && (meta.view === "heatmap") && (doc.shape.length === 1 || doc.shape.length === 2));
+}
+
+/** The token whose box (text view, PNG pixels) holds (x, y), or null. */
+function tokenAt(boxes, x, y) {
+  for (let i = 0; i < boxes.length; i += 1) {
+    const [bx, by, bw, bh] = boxes[i];
+    if (x >= bx && x < bx + bw && y >= by && y < by + bh) return i;
+  }
+  return null;
 }
 
 function serverTime(headers) {
@@ -53,7 +75,10 @@ function headsText(meta) {
 }
 
 function queryText(meta) {
-  if (meta.query === null || meta.query === undefined) return meta.grid ? null : "every token (matrix)";
+  if (meta.query === null || meta.query === undefined) {
+    if (meta.view === "text") return "none: the attention each token receives";
+    return meta.grid ? null : "every token (matrix)";
+  }
   if (typeof meta.query === "number") {
     const labels = meta.key_tokens ?? meta.tokens;
     return labels?.[meta.query] ? `${meta.query} “${labels[meta.query]}”` : String(meta.query);
@@ -85,6 +110,7 @@ export function provenance(doc, headers) {
       rows.push(["Patches", `${meta.grid[0]} × ${meta.grid[1]}${dropped}`]);
     }
     rows.push(["Value range", meta.value_range.map(formatValue).join(" – ")]);
+    if (Array.isArray(meta.colour_range)) rows.push(["Colour range", `${meta.colour_range.map(formatValue).join(" – ")} (clipped beyond)`]);
     if (typeof meta.region_mass === "number") {
       const share = typeof meta.region_area_share === "number" ? ` (the box is ${(meta.region_area_share * 100).toFixed(0)} % of the picture)` : "";
       rows.push(["In the object box", `${(meta.region_mass * 100).toFixed(0)} % of the map${share}`]);
@@ -101,7 +127,9 @@ export function provenance(doc, headers) {
 }
 
 export class MapView {
-  constructor(parent) {
+  /** `handlers`: {onQuery(index | null), onHead(index)}, called when a token or a head thumbnail is clicked. */
+  constructor(parent, handlers = {}) {
+    this.handlers = { onQuery: () => {}, onHead: () => {}, ...handlers };
     const fragment = byId("map-template").content.cloneNode(true);
     this.root = fragment.querySelector(".map");
     this.title = this.root.querySelector(".map-title");
@@ -116,6 +144,16 @@ export class MapView {
     this.axisX = this.root.querySelector(".axis-x");
     this.axisY = this.root.querySelector(".axis-y");
     this.plot = this.root.querySelector(".map-plot");
+    this.scroller = this.root.querySelector(".map-scroll");
+    this.titleX = this.root.querySelector(".axis-title-x");
+    this.titleY = this.root.querySelector(".axis-title-y");
+    this.headPicks = this.root.querySelector(".head-picks");
+    this.zoomBox = this.root.querySelector(".zoom");
+    this.zoom = 1;
+    this.token = null;
+    this.root.querySelector(".zoom-in").addEventListener("click", () => this.setZoom(this.nextZoom(1)));
+    this.root.querySelector(".zoom-out").addEventListener("click", () => this.setZoom(this.nextZoom(-1)));
+    this.root.querySelector(".zoom-fit").addEventListener("click", () => this.setZoom(1));
     this.url = null;
     this.doc = null;
     this.layout = null;
@@ -163,18 +201,76 @@ export class MapView {
     this.download.download = filename;
     this.showLegend(doc, headers, colormap);
     const axes = axisLabels(doc, annotated);
-    fillAxis(this.axisX, axes.cols, "gridTemplateColumns");
-    fillAxis(this.axisY, axes.rows, "gridTemplateRows");
+    const pick = (index) => this.handlers.onQuery(index);
+    fillAxis(this.axisX, axes.cols, "gridTemplateColumns", pick);
+    fillAxis(this.axisY, axes.rows, "gridTemplateRows", pick);
+    // Axis titles for token maps: rows are queries (who attends), columns keys (attended to).
+    const tokenMap = isTokenMap(doc) && !annotated;
+    this.titleX.hidden = !tokenMap;
+    this.titleY.hidden = !tokenMap || doc.shape.length !== 2;
+    this.titleX.textContent = doc?.shape.length === 1 && typeof doc.meta.query === "number"
+      ? `key (attention from “${(doc.meta.key_tokens ?? [])[doc.meta.query] ?? doc.meta.query}”)` : "key";
+    this.isText = doc?.meta?.view === "text" && Array.isArray(doc.meta.boxes);
+    this.root.classList.toggle("is-text", this.isText);
+    // The text view draws its own colour scale (with the clipped range); the page's would disagree.
+    this.legend.hidden = this.isText;
+    this.plot.style.setProperty("--natural-width", `${this.img.naturalWidth}px`);
+    this.showHeadPicks();
+    const zoomable = this.isText || (doc?.shape.length === 2 && !doc.meta.grid) || annotated;
+    this.zoomBox.hidden = !zoomable;
+    this.setZoom(1);
     this.meta.replaceChildren(...provenance(doc, headers).flatMap(([term, value]) => [el("dt", { text: term }), el("dd", { text: value })]));
     this.clearCell();
   }
 
   showLegend(doc, headers, colormap) {
-    const range = doc?.meta?.value_range ?? headers.get("X-Attnmap-Value-Range")?.split(",").map(Number);
+    // The colour range when it is not the values' own (special tokens left out, a percentile clip).
+    const range = doc?.meta?.colour_range ?? doc?.meta?.value_range ?? headers.get("X-Attnmap-Value-Range")?.split(",").map(Number);
     const bar = this.legend.querySelector(".legend-bar");
     bar.className = `legend-bar swatch cm-${colormap}`;
     this.legend.querySelector(".legend-min").textContent = range ? formatValue(range[0]) : "";
     this.legend.querySelector(".legend-max").textContent = range ? formatValue(range[1]) : "";
+  }
+
+  /** Clickable head thumbnails over the panels of a grid: a click shows that head alone. */
+  showHeadPicks() {
+    const doc = this.doc;
+    const layout = doc?.meta?.view === "grid" ? this.currentLayout() : null;
+    this.headPicks.hidden = layout === null;
+    if (!layout) {
+      this.headPicks.replaceChildren();
+      return;
+    }
+    const width = this.img.naturalWidth;
+    const height = this.img.naturalHeight;
+    this.headPicks.replaceChildren(...layout.panels.map((box, head) => {
+      const button = el("button", { type: "button", class: "head-pick", text: `head ${head}`, title: `Show head ${head} alone` });
+      button.style.left = `${(box.x / width) * 100}%`;
+      button.style.top = `${(box.y / height) * 100}%`;
+      button.addEventListener("click", (event) => {
+        event.stopPropagation();
+        this.handlers.onHead(head);
+      });
+      return button;
+    }));
+  }
+
+  nextZoom(direction) {
+    const index = ZOOMS.indexOf(this.zoom);
+    return ZOOMS[Math.max(0, Math.min(ZOOMS.length - 1, index + direction))];
+  }
+
+  /** Zoom a long matrix or text: the picture grows inside a scrolling box, around its centre. */
+  setZoom(zoom) {
+    const box = this.scroller;
+    const centreX = (box.scrollLeft + box.clientWidth / 2) / Math.max(1, box.scrollWidth);
+    const centreY = (box.scrollTop + box.clientHeight / 2) / Math.max(1, box.scrollHeight);
+    this.zoom = zoom;
+    this.plot.style.setProperty("--zoom", String(zoom));
+    this.root.classList.toggle("is-zoomed", zoom > 1);
+    box.scrollLeft = centreX * box.scrollWidth - box.clientWidth / 2;
+    box.scrollTop = centreY * box.scrollHeight - box.clientHeight / 2;
+    this.root.querySelector(".zoom-fit").textContent = zoom > 1 ? `Fit (${zoom}×)` : "Fit";
   }
 
   currentLayout() {
@@ -183,6 +279,10 @@ export class MapView {
   }
 
   onPointer(event, isClick) {
+    if (this.isText) {
+      this.onTextPointer(event, isClick);
+      return;
+    }
     const layout = this.currentLayout();
     if (!layout || (this.pinned && !isClick)) return;
     const rect = this.img.getBoundingClientRect();
@@ -194,7 +294,50 @@ export class MapView {
     else this.clearCell("Outside the area the model saw.");
   }
 
+  /** Text view: hover reads a token's value, a click makes it the query (again: every query). */
+  onTextPointer(event, isClick) {
+    const rect = this.img.getBoundingClientRect();
+    const x = ((event.clientX - rect.left) / rect.width) * this.img.naturalWidth;
+    const y = ((event.clientY - rect.top) / rect.height) * this.img.naturalHeight;
+    const index = tokenAt(this.doc.meta.boxes, x, y);
+    if (index === null) {
+      if (!this.pinned) this.clearCell();
+      return;
+    }
+    this.showToken(index);
+    if (isClick) this.handlers.onQuery(index === this.doc.meta.query ? null : index);
+  }
+
+  showToken(index) {
+    const meta = this.doc.meta;
+    this.token = index;
+    const label = (meta.key_tokens ?? [])[index] ?? String(index);
+    const what = typeof meta.query === "number" ? `“${(meta.key_tokens ?? [])[meta.query] ?? meta.query}” → “${label}”`
+      : `attention received by “${label}”`;
+    this.readout.replaceChildren(
+      el("span", { class: "readout-where", text: `${what} (#${index})` }),
+      el("strong", { class: "readout-value", text: formatValue(this.doc.values[index]) }),
+    );
+    const [x, y, w, h] = meta.boxes[index];
+    const width = this.img.naturalWidth;
+    const height = this.img.naturalHeight;
+    this.cursor.style.left = `${(x / width) * 100}%`;
+    this.cursor.style.top = `${(y / height) * 100}%`;
+    this.cursor.style.width = `${(w / width) * 100}%`;
+    this.cursor.style.height = `${(h / height) * 100}%`;
+    this.cursor.hidden = false;
+  }
+
   onKey(event) {
+    if (this.isText) {
+      const step = { ArrowLeft: -1, ArrowUp: -1, ArrowRight: 1, ArrowDown: 1 }[event.key];
+      if (event.key === "Enter" && this.token !== null) this.handlers.onQuery(this.token);
+      if (!step) return;
+      event.preventDefault();
+      const count = this.doc.meta.boxes.length;
+      this.showToken(this.token === null ? 0 : Math.max(0, Math.min(count - 1, this.token + step)));
+      return;
+    }
     const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
     if (event.key === "Escape") {
       this.pinned = false;
@@ -234,7 +377,9 @@ export class MapView {
     this.cell = null;
     this.cursor.hidden = true;
     this.readout.classList.remove("is-pinned");
+    this.token = null;
     if (!this.doc) message = "Values are not available for this map.";
+    else if (this.isText) message = TEXT_READOUT;
     else if (this.annotated) message = "Turn off “Axes, labels and colorbar” to read values by pointing.";
     this.readout.textContent = message;
   }

@@ -1,0 +1,1 @@
+"""The attention audit: many requests, one summary.json and one report.html."""
