@@ -262,11 +262,11 @@ def test_dollar_tokens_are_literal_labels(minilm_client):
 
 
 @pytest.mark.parametrize("fields", [{"layer": -1}, {"layer": 0}, {"method": "rollout"}, {"method": "gradient"}])
-def test_minilm_requests_run_on_the_fused_path_never_eager(client, adapter, fields):
+def test_minilm_requests_run_on_the_fused_path_never_eager(minilm_client, adapter, fields):
     """The built-in model serves on transformers' SDPA; eager attention never runs, values still equal eager."""
     assert adapter.model.config._attn_implementation == capture.ATTENTION_NAME
     with capture.count_eager_calls(adapter.model) as eager:
-        response = post(client, text="He never smoked.", model="minilm", format="json", **fields)
+        response = post(minilm_client, text="He never smoked.", model="minilm", format="json", **fields)
     assert response.status_code == 200, response.get_json()
     assert eager.count == 0
     assert capture.open_recordings() == 0 and hooks_on(adapter.model) == 0
