@@ -40,7 +40,9 @@ def test_registry_and_kind_read_the_table(tmp_path: Path) -> None:
     assert infer_kind(write_config(tmp_path / "a", "dinov2")) == "vision"
     assert infer_kind(write_config(tmp_path / "b", "camembert")) == "text"
     with pytest.raises(ModelLoadError, match=r"not a supported family.*supported: .*bert"):
-        family_of(write_config(tmp_path / "c", "bloom"))
+        family_of(write_config(tmp_path / "c", "no_such_family"))
+    with pytest.raises(ModelLoadError, match=r"outside transformers' attention interface"):
+        family_of(write_config(tmp_path / "d", "bloom"))
 
 
 def test_a_configured_kind_must_agree_with_the_family(tmp_path: Path) -> None:

@@ -151,7 +151,7 @@ def test_unusable_directories_fail_to_load(model_dirs, tmp_path):
     (small / "config.json").write_text(json.dumps(config | {"vocab_size": 30522}))
     with pytest.raises(ModelLoadError, match="'small'"):
         load_adapter(ModelSpec("small", small), CPU, torch.float32)
-    (small / "config.json").write_text(json.dumps(config | {"model_type": "gpt2", "vocab_size": 30522}))
+    (small / "config.json").write_text(json.dumps(config | {"model_type": "no_such_family", "vocab_size": 30522}))
     with pytest.raises(ModelLoadError, match="not a supported family"):
         load_adapter(ModelSpec("small", small), CPU, torch.float32)
 

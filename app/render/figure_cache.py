@@ -51,6 +51,10 @@ class BytesBoundedLRU(Generic[V]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def values(self) -> list[V]:
+        """The cached values, least recently used first."""
+        return [value for value, _ in self._items.values()]
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the cached entries (as weighed by ``put``)."""
