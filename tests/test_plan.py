@@ -69,3 +69,19 @@ def test_source_and_model_kind_checks() -> None:
         check_model_kind(TEXT, "image")
     assert info.value.code == "wrong_input_kind"
     check_model_kind(VISION, "image")
+
+
+def test_a_gradient_plan_over_a_capture_without_gradients_fails_loudly() -> None:
+    """Never a silent all-zero relevance map: a missing gradient is the model side's bug, named as such."""
+    import numpy as np
+
+    from app.core.attention import stack_from_array
+    from app.core.errors import AttnmapError
+    from app.service.reduction import reduce_matrix_view
+    from models.adapter import Capture
+
+    plan = plan_of(TEXT, method="gradient")
+    weights = np.full((6, 12, 3, 3), 1 / 3, dtype=np.float32)
+    with pytest.raises(AttnmapError) as info:
+        reduce_matrix_view(Capture(stack=stack_from_array(weights)), plan, LIMITS)
+    assert info.value.code == "gradients_not_captured"

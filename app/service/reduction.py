@@ -15,7 +15,7 @@ import numpy as np
 
 from app.core.attention import AttentionStack
 from app.core.causal import causal_mask, exclude_first_key, square_mask
-from app.core.errors import InvalidInput
+from app.core.errors import AttnmapError, InvalidInput
 from app.core.geometry import area_share, region_mass
 from app.core.reduce import fuse_heads, gradient_relevance, head_entropy, rollout, rollout_row
 from app.core.tokens import mask_tokens, merge_words, pool_blocks, word_groups
@@ -201,10 +201,12 @@ def _matrix(stack: AttentionStack, plan: Plan) -> np.ndarray:
         return fuse_heads(stack.layer_slice(plan.layer), plan.head)
     if plan.method == "rollout":
         return rollout(stack.layers_up_to(plan.layer), plan.head, plan.discard_ratio)
-    # gradient: the plan only allows it for model inputs, whose captures carry gradients.
-    gradients = stack.gradients if stack.gradients is not None else np.zeros_like(stack.weights)
+    # gradient: the plan only allows it for model inputs, whose captures carry gradients; a capture
+    # without them is a bug of the model side, reported as such rather than drawn as zeros.
+    if stack.gradients is None:
+        raise AttnmapError("the model returned no attention gradients", code="gradients_not_captured")
     count = stack.layers.index(plan.layer) + 1
-    return gradient_relevance(stack.weights[:count], gradients[:count])
+    return gradient_relevance(stack.weights[:count], stack.gradients[:count])
 
 
 def _token_options(stack: AttentionStack, plan: Plan, matrix: np.ndarray,
