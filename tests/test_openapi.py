@@ -1,5 +1,6 @@
 """The OpenAPI document is valid, matches the code, and holds against the live server."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,8 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from app.service.schemas import VisualizeOptions
+from app.service.schemas import REGION_LIMIT, VisualizeOptions
+from tests.error_codes import emitted_codes
 from tests.live import ROOT, gunicorn_server
 
 SPEC = yaml.safe_load((ROOT / "openapi.yaml").read_text())
@@ -23,6 +25,63 @@ def test_spec_fields_match_the_request_model():
     assert options == set(VisualizeOptions.model_fields), options ^ set(VisualizeOptions.model_fields)
     form = set(SPEC["components"]["schemas"]["VisualizeForm"]["properties"])
     assert form == set(VisualizeOptions.model_fields) | {"weights"}
+
+
+# The table in the Error schema's description: | `code` | 413, 422 | when |
+_CODE_ROW = re.compile(r"^\| `([a-z0-9_]+)` \| ([0-9x, ]+) \| .+ \|$", re.MULTILINE)
+
+
+def _documented_codes() -> dict[str, set[str]]:
+    error = SPEC["components"]["schemas"]["Error"]
+    table = {code: {s.strip() for s in statuses.split(",")} for code, statuses in _CODE_ROW.findall(error["description"])}
+    enum = error["properties"]["error"]["properties"]["code"]["enum"]
+    assert len(enum) == len(set(enum)), "a code is listed twice in the enum"
+    assert set(enum) == set(table), {"enum only": set(enum) - set(table), "table only": set(table) - set(enum)}
+    return table
+
+
+def _documents(statuses: set[str], status: int) -> bool:
+    """Whether a documented status list (``413, 422`` or a class such as ``4xx``) covers ``status``."""
+    return str(status) in statuses or f"{str(status)[0]}xx" in statuses
+
+
+def test_every_error_code_the_service_emits_is_documented():
+    """Every code= of the error tree in app/ and models/, every default_code raised, the HTTP boundary,
+    the Gunicorn worker and nginx: each is in openapi.yaml's list, and nothing listed is dead."""
+    documented = _documented_codes()
+    emitted = emitted_codes()
+    assert set(emitted) - set(documented) == set(), "emitted but not documented in openapi.yaml"
+    assert set(documented) - set(emitted) == set(), "documented in openapi.yaml but nothing emits it"
+
+
+def test_each_error_code_is_documented_with_the_status_it_is_answered_with():
+    documented = _documented_codes()
+    wrong = {code: sorted(s for s in statuses if not _documents(documented[code], s))
+             for code, statuses in emitted_codes().items()}
+    assert {code: statuses for code, statuses in wrong.items() if statuses} == {}
+
+
+def test_the_code_walk_sees_the_codes_added_for_hostile_input():
+    """The walk is not vacuous: codes from each kind of emitter are found, with their statuses."""
+    emitted = emitted_codes()
+    for code, status in {"not_applicable": 422, "negative_attention": 422, "numeric_overflow": 422,
+                         "corrupt_image": 422, "gradients_not_captured": 500, "deadline_exceeded": 503,
+                         "invalid_value": 422, "malformed_framing": 400, "method_not_allowed": 405,
+                         "malformed_header": 400, "upstream_unavailable": 504, "too_many_tokens": 422}.items():
+        assert status in emitted.get(code, set()), (code, emitted.get(code))
+
+
+def test_region_bounds_are_documented_as_the_schema_enforces_them(client):
+    items = SPEC["components"]["schemas"]["Options"]["properties"]["region"]["items"]
+    assert (items["minimum"], items["maximum"]) == (-REGION_LIMIT, REGION_LIMIT)
+    base = {"weights": [[[0.6, 0.4], [0.3, 0.7]]]}
+    # Through the API: the documented bound is the enforced one (a raw request: the bound is checked
+    # before the region is found not to apply).
+    beyond = client.post("/visualize", json={**base, "region": [0, 0, REGION_LIMIT * 1.5, 10]}).get_json()
+    assert (beyond["error"]["code"], beyond["error"]["field"]) == ("out_of_range", "region")
+    infinite = client.post("/visualize", data=b'{"weights": [[1]], "region": [0, 0, 1e400, 1]}',
+                           content_type="application/json").get_json()
+    assert infinite["error"]["code"] == "invalid_value"
 
 
 @pytest.mark.live
