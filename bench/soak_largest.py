@@ -3,6 +3,7 @@
 One command::
 
     python bench/soak_largest.py [--duration 300] [--warmup 60] [--workers 2] [--clients 2]
+                                 [--only CLASS ...] [--env NAME=VALUE ...]
 
 starts Gunicorn (``gunicorn.conf.py``, the built-in ``minilm`` and ``shapes-vit``, worker recycling
 off so that a leak cannot hide) and drives it with ``--clients`` closed-loop clients cycling through
@@ -18,7 +19,10 @@ Every answer must be 200. Reported: requests per class, each worker's RSS sample
 its peak during warm-up, and for the two halves of the measured window its peak and median; the
 growth after warm-up is how much the second half's peak or median exceeds the first half's
 (budget: :data:`GROWTH_BUDGET_MB` per worker), and the peak is held to the per-worker budget
-(:data:`PEAK_BUDGET_MB`). Also the size of ``/metrics`` before and after. Results go to
+(:data:`PEAK_BUDGET_MB`). The window's medians per :data:`BUCKET_S` seconds show whether growth goes
+on or levels off. ``--only`` runs some classes alone (to tell which one grows), ``--env`` sets a
+variable for the server (for example ``ATTNMAP_HEAP_TRIM_MB=0`` to turn heap trimming off and see
+the allocator's retention). Also the size of ``/metrics`` before and after. Results go to
 ``bench/results/soak_largest-<timestamp>.json``; the exit status is 1 when a budget is broken.
 ``tests/test_soak_largest.py`` runs it for a short time in CI.
 """
@@ -51,6 +55,10 @@ from tests.serving_support import worker_pids  # noqa: E402
 # cache at its 96 MiB byte cap), and how much it may grow between the end of warm-up and the end.
 PEAK_BUDGET_MB = 2048.0
 GROWTH_BUDGET_MB = 64.0
+# The measured window's RSS summarised per bucket (medians): a leak keeps climbing bucket after
+# bucket, allocator retention levels off once the heap holds the largest request's working set.
+BUCKET_S = 60.0
+CLASSES = ("image", "text_rollout", "stack", "annotated_4096", "json_output")
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -141,10 +149,22 @@ def _client(base: str, requests_: list[Request], offset: int, samples: Samples, 
             counts[status] = counts.get(status, 0) + 1
 
 
-def soak(duration: float, warmup: float, workers: int = 2, clients: int = 2) -> dict[str, Any]:
+def _buckets(series: list[tuple[float, float]], warmup: float) -> list[float]:
+    """Median RSS per :data:`BUCKET_S` of the measured window (after warm-up), in order."""
+    grouped: dict[int, list[float]] = {}
+    for t, rss in series:
+        if t > warmup:
+            grouped.setdefault(int((t - warmup) // BUCKET_S), []).append(rss)
+    return [round(float(np.median(grouped[k])), 1) for k in sorted(grouped)]
+
+
+def soak(duration: float, warmup: float, workers: int = 2, clients: int = 2, only: list[str] | None = None,
+         extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the soak against a fresh Gunicorn; returns the measurements (and ``ok``)."""
-    env = {"ATTNMAP_BUILTIN_MODELS": "minilm,shapes-vit", "ATTNMAP_MAX_REQUESTS": "0"}
-    requests_ = mix()
+    env = {"ATTNMAP_BUILTIN_MODELS": "minilm,shapes-vit", "ATTNMAP_MAX_REQUESTS": "0", **(extra_env or {})}
+    requests_ = [request for request in mix() if not only or request.name in only]
+    if not requests_:
+        raise ValueError(f"--only names no class of the mix: {only}")
     samples = Samples()
     with gunicorn_server(env, workers=workers) as (base, process):
         pids = worker_pids(process.pid)
@@ -175,7 +195,7 @@ def soak(duration: float, warmup: float, workers: int = 2, clients: int = 2) -> 
             "peak_during_warmup_mb": round(max(at_warmup), 1), "peak_after_mb": round(max(after), 1),
             "first_half": {"peak_mb": round(max(first), 1), "median_mb": round(float(np.median(first)), 1)},
             "second_half": {"peak_mb": round(max(second), 1), "median_mb": round(float(np.median(second)), 1)},
-            "final_mb": round(series[-1][1], 1),
+            "final_mb": round(series[-1][1], 1), f"medians_per_{BUCKET_S:g}s_mb": _buckets(series, warmup),
             "growth_mb": round(max(max(second) - max(first), float(np.median(second) - np.median(first))), 1)}
     failures = {name: {s: n for s, n in counts.items() if s != 200} for name, counts in samples.statuses.items()}
     failures = {name: bad for name, bad in failures.items() if bad}
@@ -183,6 +203,7 @@ def soak(duration: float, warmup: float, workers: int = 2, clients: int = 2) -> 
           and all(w["growth_mb"] <= GROWTH_BUDGET_MB and w["peak_after_mb"] <= PEAK_BUDGET_MB for w in workers_report.values())
           and metrics_after - metrics_before < 64 * 1024)
     return {"duration_s": duration, "warmup_s": warmup, "workers": workers, "clients": clients,
+            "classes": [request.name for request in requests_], "env": extra_env or {},
             "statuses": samples.statuses, "failures": failures, "restarted": restarted, "rss": workers_report,
             "budget_mb": {"peak": PEAK_BUDGET_MB, "growth": GROWTH_BUDGET_MB},
             "metrics_bytes": {"before": metrics_before, "after": metrics_after}, "ok": ok}
@@ -194,8 +215,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--only", action="append", choices=CLASSES,
+                        help="run only this class of the mix (repeatable)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the server (repeatable)")
     args = parser.parse_args()
-    result = soak(args.duration, args.warmup, args.workers, args.clients)
+    extra_env = dict(item.split("=", 1) for item in args.env)
+    result = soak(args.duration, args.warmup, args.workers, args.clients, args.only, extra_env)
     out = ROOT / "bench" / "results" / f"soak_largest-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
