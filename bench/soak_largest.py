@@ -16,10 +16,10 @@ the largest requests the limits allow:
 * ``json_output``: an 800 x 800 matrix answered as ``format=json`` (640,000 values, under the cap).
 
 Every answer must be 200. Reported: requests per class, each worker's RSS sampled every second,
-its peak during warm-up, and for the two halves of the measured window its peak and median; the
-growth after warm-up is how much the second half's peak or median exceeds the first half's
-(budget: :data:`GROWTH_BUDGET_MB` per worker), and the peak is held to the per-worker budget
-(:data:`PEAK_BUDGET_MB`). The window's medians per :data:`BUCKET_S` seconds show whether growth goes
+its peak during warm-up, and for the two halves of the measured window its peak, median and floor;
+the growth after warm-up is how much the second half's median or floor exceeds the first half's
+(budget: :data:`GROWTH_BUDGET_MB` per worker; see :func:`flatness`), and the peak is held to the
+per-worker budget (:data:`PEAK_BUDGET_MB`). The window's medians per :data:`BUCKET_S` seconds show whether growth goes
 on or levels off. ``--only`` runs some classes alone (to tell which one grows), ``--env`` sets a
 variable for the server (for example ``ATTNMAP_HEAP_TRIM_MB=0`` to turn heap trimming off and see
 the allocator's retention). Also the size of ``/metrics`` before and after. Results go to
@@ -158,6 +158,33 @@ def _buckets(series: list[tuple[float, float]], warmup: float) -> list[float]:
     return [round(float(np.median(grouped[k])), 1) for k in sorted(grouped)]
 
 
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"peak_mb": round(max(values), 1), "median_mb": round(float(np.median(values)), 1),
+            "floor_mb": round(float(np.percentile(values, 10)), 1)}
+
+
+def flatness(series: list[tuple[float, float]], warmup: float, duration: float) -> dict[str, Any]:
+    """One worker's RSS samples ``(t, MB)`` summarised: warm-up peak, and the measured window
+    (``warmup < t <= warmup + duration``; what is sampled while the last requests finish is left
+    out) split into two halves, each with its peak, median and floor (10th percentile).
+
+    Growth is how much the second half's median or floor exceeds the first half's. A leak raises
+    both: what stays resident between requests climbs. Peaks are reported, not judged: at one
+    sample a second they catch whichever of the mix's requests is in flight (a 25 Mpx decode
+    adds several hundred MB for a second or two), so they differ by 100 MB between halves with no
+    leak at all; the peak is held to :data:`PEAK_BUDGET_MB` instead.
+    """
+    at_warmup = [rss for t, rss in series if t <= warmup] or [series[0][1]]
+    window = [rss for t, rss in series if warmup < t <= warmup + duration] or [series[-1][1]]
+    first, second = window[: len(window) // 2] or window, window[len(window) // 2:] or window
+    halves = _summary(first), _summary(second)
+    growth = max(halves[1]["median_mb"] - halves[0]["median_mb"], halves[1]["floor_mb"] - halves[0]["floor_mb"])
+    return {"peak_during_warmup_mb": round(max(at_warmup), 1), "peak_after_mb": round(max(window), 1),
+            "first_half": halves[0], "second_half": halves[1], "final_mb": round(series[-1][1], 1),
+            f"medians_per_{BUCKET_S:g}s_mb": _buckets([(t, rss) for t, rss in series if t <= warmup + duration], warmup),
+            "growth_mb": round(growth, 1)}
+
+
 def soak(duration: float, warmup: float, workers: int = 2, clients: int = 2, only: list[str] | None = None,
          extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the soak against a fresh Gunicorn; returns the measurements (and ``ok``)."""
@@ -183,20 +210,7 @@ def soak(duration: float, warmup: float, workers: int = 2, clients: int = 2, onl
         sampler.join(5)
         metrics_after = len(requests.get(base + "/metrics", timeout=10).content)
         restarted = worker_pids(process.pid) != pids
-    workers_report = {}
-    for pid, series in samples.rss.items():
-        at_warmup = [rss for t, rss in series if t <= warmup] or [series[0][1]]
-        after = [rss for t, rss in series if t > warmup] or [series[-1][1]]
-        # "Flat after warm-up": the measured window split in two halves. Peaks come from the one
-        # largest request in flight (a 25 Mpx decode), so a leak shows as the second half's peak
-        # and median rising above the first half's; transient peaks alone do not.
-        first, second = after[: len(after) // 2] or after, after[len(after) // 2:] or after
-        workers_report[str(pid)] = {
-            "peak_during_warmup_mb": round(max(at_warmup), 1), "peak_after_mb": round(max(after), 1),
-            "first_half": {"peak_mb": round(max(first), 1), "median_mb": round(float(np.median(first)), 1)},
-            "second_half": {"peak_mb": round(max(second), 1), "median_mb": round(float(np.median(second)), 1)},
-            "final_mb": round(series[-1][1], 1), f"medians_per_{BUCKET_S:g}s_mb": _buckets(series, warmup),
-            "growth_mb": round(max(max(second) - max(first), float(np.median(second) - np.median(first))), 1)}
+    workers_report = {str(pid): flatness(series, warmup, duration) for pid, series in samples.rss.items()}
     failures = {name: {s: n for s, n in counts.items() if s != 200} for name, counts in samples.statuses.items()}
     failures = {name: bad for name, bad in failures.items() if bad}
     ok = (not failures and not restarted
@@ -205,6 +219,7 @@ def soak(duration: float, warmup: float, workers: int = 2, clients: int = 2, onl
     return {"duration_s": duration, "warmup_s": warmup, "workers": workers, "clients": clients,
             "classes": [request.name for request in requests_], "env": extra_env or {},
             "statuses": samples.statuses, "failures": failures, "restarted": restarted, "rss": workers_report,
+            "rss_series_mb": {str(pid): [[round(t, 1), round(rss, 1)] for t, rss in series] for pid, series in samples.rss.items()},
             "budget_mb": {"peak": PEAK_BUDGET_MB, "growth": GROWTH_BUDGET_MB},
             "metrics_bytes": {"before": metrics_before, "after": metrics_after}, "ok": ok}
 
