@@ -106,22 +106,6 @@ def pre_fork(server, worker):
     _refuse_cuda_in_master(server, "pre_fork")
 
 
-def post_fork(server, worker):
-    """Worker, first thing after the fork (before models load and torch starts threads): at most
-    two malloc arenas, so freed memory is not spread over one arena per thread (app/ops/heap.py)."""
-    from app.ops.heap import limit_arenas
-
-    limit_arenas()
-
-
-def post_request(worker, req, environ, resp):
-    """Worker, after each response has been written: give a large request's freed heap back to the
-    kernel (glibc keeps it otherwise, and a worker's memory ratchets up; see app/ops/heap.py)."""
-    from app.ops.heap import trim_after_request
-
-    trim_after_request()
-
-
 def post_worker_init(worker):
     """Worker, after app.wsgi built the app (models loaded and warmed): install draining on SIGTERM."""
     from app.ops.serving import worker_started

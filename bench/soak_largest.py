@@ -21,8 +21,7 @@ the growth after warm-up is how much the second half's median or floor exceeds t
 (budget: :data:`GROWTH_BUDGET_MB` per worker; see :func:`flatness`), and the peak is held to the
 per-worker budget (:data:`PEAK_BUDGET_MB`). The window's medians per :data:`BUCKET_S` seconds show whether growth goes
 on or levels off. ``--only`` runs some classes alone (to tell which one grows), ``--env`` sets a
-variable for the server (for example ``ATTNMAP_HEAP_TRIM_MB=0`` to turn heap trimming off and see
-the allocator's retention). Also the size of ``/metrics`` before and after. Results go to
+variable for the server (for example ``MALLOC_ARENA_MAX=2``, to see what glibc's arenas retain). Also the size of ``/metrics`` before and after. Results go to
 ``bench/results/soak_largest-<timestamp>.json``; the exit status is 1 when a budget is broken.
 ``tests/test_soak_largest.py`` runs it for a short time in CI.
 """

@@ -91,7 +91,7 @@ def test_gunicorn_values_stay_deliberate(gunicorn_conf):
     assert conf["max_requests"] > 0 and 0 < conf["max_requests_jitter"] < conf["max_requests"]
     assert conf["control_socket_disable"] is True
     assert conf["limit_request_line"] == 4094 and conf["limit_request_field_size"] == 8190
-    for hook in ("on_starting", "when_ready", "pre_fork", "post_fork", "post_request", "post_worker_init", "worker_int", "worker_abort",
+    for hook in ("on_starting", "when_ready", "pre_fork", "post_worker_init", "worker_int", "worker_abort",
                  "child_exit", "on_exit"):
         assert callable(conf[hook]), hook
 

@@ -169,6 +169,25 @@ def _build(rows: int, cols: int, row_labels: list[str] | None, col_labels: list[
     return _Layout(figure, canvas, image, background, tick_texts)
 
 
+def _release(figure: Figure, canvas: FigureCanvasAgg) -> None:
+    """Free a figure's pixel buffer now, for a figure that is not kept.
+
+    A matplotlib figure is a web of reference cycles (figure, canvas, axes, artists), so dropping
+    the last reference does not free it: only the cyclic garbage collector's next *full* pass
+    does, and in a worker holding models that comes only after a few figures' worth of new
+    objects. Meanwhile each figure pins its renderer, an RGBA buffer of the canvas (77 MB at
+    4096 px), through the canvas and every Text drawn with it (``Text._renderer``). Dropping those
+    references frees the buffer at once; the rest of the cycle is small and waits for the collector.
+    """
+    from matplotlib.text import Text
+
+    for text in figure.findobj(Text):
+        text._renderer = None  # type: ignore[attr-defined]  # set by Text.draw, read only during a draw
+    canvas.__dict__.pop("renderer", None)
+    canvas._lastKey = None  # the next get_renderer() (there is none) would build a new buffer
+    figure.clear()
+
+
 def annotated_png(scaled: np.ndarray, low: float, high: float, *, size: int, colormap: str,
                   row_labels: list[str] | None, col_labels: list[str] | None, max_labels: int,
                   title: str = "", level: int = 1, axis_titles: tuple[str, str] = ("query", "key"),
@@ -181,10 +200,11 @@ def annotated_png(scaled: np.ndarray, low: float, high: float, *, size: int, col
     key = (scaled.shape, tuple(row_labels or ()), tuple(col_labels or ()), size, colormap, max_labels, title, axis_titles)
     with _lock:
         layout = _cache.get(key)
+        kept = True
         if layout is None:
             layout = _build(scaled.shape[0], scaled.shape[1], row_labels, col_labels, size, colormap, max_labels, title,
                             axis_titles)
-            _cache.put(key, layout, _layout_bytes(layout))
+            kept = _cache.put(key, layout, _layout_bytes(layout))
         layout.canvas.restore_region(layout.background)
         layout.image.set_data(scaled if masked is None else np.ma.masked_array(scaled, mask=masked))
         layout.image.axes.draw_artist(layout.image)
@@ -192,6 +212,9 @@ def annotated_png(scaled: np.ndarray, low: float, high: float, *, size: int, col
             text.set_text(f"{low + (high - low) * i / (_TICKS - 1):.3g}")
             layout.figure.draw_artist(text)
         rgb = _rgb(layout.canvas)
+        if not kept:  # too heavy for the cache (a 4096 px figure): its two buffers go now, not at the next full GC
+            layout.background = None
+            _release(layout.figure, layout.canvas)
     return encode_rgb_up(rgb, level)
 
 
@@ -214,6 +237,7 @@ def bar_png(values: np.ndarray, labels: list[str] | None, *, size: int, colormap
     with _lock:
         canvas.draw()
         rgb = _rgb(canvas)
+        _release(figure, canvas)  # never cached: free its buffer now (see _release)
     return encode_rgb_up(rgb, level)
 
 

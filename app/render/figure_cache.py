@@ -4,7 +4,7 @@ The annotated renderer keeps laid-out figures; each holds its canvas and a snaps
 background, two RGBA buffers of the figure's pixels (about 150 MB for a 4096 px figure). A cap
 on the *count* alone let eight such figures pin 1.2 GB per worker, so entries are weighed by
 their bytes: the oldest are dropped until both caps hold, and an entry heavier than the whole
-byte budget is not kept at all (it is built, used once and freed).
+byte budget is not kept at all (it is built, used once and its buffers freed at once, see ``app.render.annotated._release``).
 
 Pure: no matplotlib, no Flask.
 """
