@@ -1,9 +1,11 @@
 """The largest-requests soak (bench/soak_largest.py), short enough for CI (about two minutes).
 
 Every answer 200, no worker restarted, each worker within its peak budget, and /metrics bounded.
-Flatness (growth within GROWTH_BUDGET_MB between the halves of the window) needs many cycles of
-the mix, so it is asserted by the long run, ``python bench/soak_largest.py`` (5 minutes after a
-2 minute warm-up; its exit status is 1 when a budget is broken), whose figures are in the README.
+Flatness (the second half's median and floor within GROWTH_BUDGET_MB of the first half's) needs
+many cycles of the mix, so it is asserted by the long run, ``python bench/soak_largest.py
+--duration 480 --warmup 90`` (its exit status is 1 when a budget is broken), whose figures are in
+the README. The cause of the swings that run once showed, 4096 px figures whose buffers outlived
+their requests, is pinned by a fast deterministic test, ``tests/test_figure_memory.py``.
 """
 
 from __future__ import annotations
