@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from app.core import deadline
 from models.hooks import AttentionNotCaptured
 
 ATTENTION_NAME = "attnmap_rows"
@@ -477,6 +478,8 @@ def attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
     """The registered function: SDPA's output for every layer, plus the recorded rows of the wanted ones."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    # Once per layer call: a pass that would outlive the request's deadline stops here with its 503.
+    deadline.check()
     softcap = kwargs.get("softcap")
     sinks = kwargs.get("s_aux")
     exact = softcap is not None or sinks is not None

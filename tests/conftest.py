@@ -56,3 +56,11 @@ def minilm_app():
 @pytest.fixture(scope="module")
 def minilm_client(minilm_app):
     return minilm_app.test_client()
+
+
+@pytest.fixture(scope="module")
+def smollm2_client():
+    """The built-in smollm2 behind an app of its own; the model itself is loaded once per test process."""
+    from tests.causal_support import smollm2_app  # imports transformers: only the modules that use it pay
+
+    return smollm2_app().test_client()

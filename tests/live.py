@@ -16,6 +16,11 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+# Screenshots and server logs of the browser tests, kept for a person to look at.
+WEB_ARTIFACTS = ROOT / "artifacts" / "web"
+# Headless Chromium as the page and report tests start it (no sandbox inside containers, no network).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
 
 
 def free_port() -> int:

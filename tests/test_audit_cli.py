@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from attnmap_client.cli import main
 
+from tests.builtin_models import AVAILABLE, require_model
 from tests.fake_attnmap import Script, fake_server
 from tests.helpers import require_binary
-from tests.live import ROOT, free_port, gunicorn_server
-from tests.test_web_page import ARTIFACTS, AVAILABLE, CHROMIUM_ARGS, _require_model
+from tests.live import CHROMIUM_ARGS, ROOT, WEB_ARTIFACTS, free_port, gunicorn_server
 from training.audit_set import generate
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
@@ -41,7 +41,7 @@ def shapes(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server():
-    _require_model("shapes-vit", "shapes-vit-shortcut")
+    require_model("shapes-vit", "shapes-vit-shortcut")
     env = {"ATTNMAP_BUILTIN_MODELS": ",".join(AVAILABLE)}
     with gunicorn_server(env, workers=2) as (base, _process):
         yield base
@@ -122,9 +122,9 @@ def test_two_models_side_by_side_and_the_report_in_chromium(server, shapes, tmp_
             top = float(page.locator("#images tbody tr").first.locator("td").nth(3).get_attribute("data-v"))
             assert top == pytest.approx(summary["aggregate"]["shapes-vit-shortcut"]["max"])
             assert all(url.startswith(("file://", "data:")) for url in fetched)
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            WEB_ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.locator("figure.offender").first.scroll_into_view_if_needed()
-            page.screenshot(path=str(ARTIFACTS / "audit_report.png"), full_page=True)
+            page.screenshot(path=str(WEB_ARTIFACTS / "audit_report.png"), full_page=True)
         finally:
             browser.close()
 
@@ -177,7 +177,7 @@ def test_resume_measures_only_what_is_missing(server, shapes, tmp_path):
 
 
 def test_text_audit_per_layer_trace_and_gate(server, tmp_path):
-    _require_model("minilm")
+    require_model("minilm")
     lines = tmp_path / "negations.jsonl"
     lines.write_text("\n".join(json.dumps(item) for item in [
         {"text": "the movie was not good at all", "query": "not", "key": "good"},
@@ -305,7 +305,7 @@ def _blocks(section: str, language: str) -> list[str]:
 
 def test_the_readme_audit_examples_run_as_written(server, tmp_path):
     """Every command of the README's audit section, on a smaller generated set, with the exit code its comment says."""
-    _require_model("minilm")
+    require_model("minilm")
     import shlex
 
     section = _readme_audit_section()

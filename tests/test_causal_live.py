@@ -44,3 +44,33 @@ def test_readme_curl_examples_run_against_gunicorn(tmp_path: Path):
     assert document["meta"]["sink_excluded"] is True
     assert document["meta"]["prediction"]["label"] == " Paris"
     assert document["meta"]["key_tokens"][0] == " capital"
+
+
+def test_a_pass_longer_than_the_worker_timeout_ends_at_the_deadline_and_the_worker_lives(tmp_path: Path):
+    """Gunicorn kills a sync worker whose request outlives ``timeout``; the app's deadline holds inside
+    the forward pass, so a 4,096-token prompt (about 29 s of forward pass here) against a 5 s deadline
+    and a 15 s worker timeout gets the JSON 503 from the same worker, which then serves the next request.
+    (The deadline leaves room for the short prompt: about 0.2 s on a quiet machine, seconds on a busy one.)"""
+    import requests
+
+    from tests.causal_support import smollm2_adapter
+
+    tokenizer = smollm2_adapter().tokenizer
+    sentence = "Attention maps show which earlier words a language model reads when it writes the next one. "
+    long_prompt = tokenizer.decode(tokenizer(sentence * 400)["input_ids"][:4096])
+    log = tmp_path / "gunicorn.log"
+    env = {"ATTNMAP_BUILTIN_MODELS": "smollm2", "ATTNMAP_REQUEST_DEADLINE_S": "5", "ATTNMAP_TIMEOUT": "15"}
+    with gunicorn_server(env, workers=1, log_path=log) as (base, _process):
+        response = requests.post(f"{base}/visualize", json={"model": "smollm2", "text": long_prompt, "query": "last"},
+                                 timeout=60)
+        assert response.status_code == 503, response.text[:300]
+        assert response.json()["error"]["code"] == "deadline_exceeded" and response.headers["Retry-After"]
+        short = requests.post(f"{base}/visualize", json={"model": "smollm2", "text": "The capital of France is",
+                                                         "query": "last", "format": "json"}, timeout=60)
+        assert short.status_code == 200, short.text[:300]
+        assert short.json()["meta"]["prediction"]["label"] == " Paris"
+    text = log.read_text(encoding="utf-8", errors="replace")
+    assert "WORKER TIMEOUT" not in text and "Traceback" not in text
+    assert text.count("Booting worker") == 1  # never killed, never replaced
+    served = [json.loads(line) for line in text.splitlines() if line.startswith("{") and '"/visualize"' in line]
+    assert [entry["status"] for entry in served] == [503, 200] and len({entry["pid"] for entry in served}) == 1

@@ -23,9 +23,9 @@ from attnmap_client import (
 )
 from PIL import Image
 
+from tests.builtin_models import AVAILABLE, EXAMPLES_DIR, require_model
 from tests.fake_attnmap import Script, fake_server
 from tests.live import free_port, gunicorn_server
-from tests.test_web_page import AVAILABLE, EXAMPLES_DIR, _require_model
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -64,7 +64,7 @@ def test_health_readiness_and_models(server):
 
 
 def test_visualize_image_as_json_reports_region_mass_and_prediction(server):
-    _require_model("shapes-vit-shortcut")
+    require_model("shapes-vit-shortcut")
     client = Client(server)
     result = client.visualize(model="shapes-vit-shortcut", image=SHAPE, method="gradient", region=[56, 0, 64, 8],
                               format="json", request_id="client-test-1")
@@ -79,7 +79,7 @@ def test_visualize_image_as_json_reports_region_mass_and_prediction(server):
 
 
 def test_visualize_image_as_png_carries_the_provenance_headers(server):
-    _require_model("shapes-vit")
+    require_model("shapes-vit")
     result = Client(server).visualize(model="shapes-vit", image=SHAPE.read_bytes(), region=[0, 0, 32, 32],
                                       view="overlay", alpha=0.6)
     assert isinstance(result, RenderedMap)
@@ -125,7 +125,7 @@ def test_api_errors_become_typed_exceptions(server, call, error, code, field):
 
 
 def test_an_image_the_server_cannot_decode_is_unsupported_media(server):
-    _require_model("shapes-vit")
+    require_model("shapes-vit")
     with pytest.raises(UnsupportedMediaError) as caught:
         Client(server).visualize(model="shapes-vit", image=b"this is not an image", format="json")
     assert caught.value.status == 415 and caught.value.field == "image"

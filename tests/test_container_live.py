@@ -75,7 +75,7 @@ class App:
 
 
 @pytest.fixture(scope="module")
-def app(images, tmp_path_factory) -> App:
+def app_container(images, tmp_path_factory) -> App:
     workdir = tmp_path_factory.mktemp("app-container")
     port = free_port()
     flags = compose_run_flags(compose_service("app"))
@@ -84,20 +84,20 @@ def app(images, tmp_path_factory) -> App:
         yield App(container, port, cold_start)
 
 
-def test_image_and_text_give_pngs_from_baked_in_models(app, tmp_path):
+def test_image_and_text_give_pngs_from_baked_in_models(app_container, tmp_path):
     with EXAMPLE_IMAGE.open("rb") as handle:
-        overlay = requests.post(f"{app.base}/visualize", files={"image": handle},
+        overlay = requests.post(f"{app_container.base}/visualize", files={"image": handle},
                                 data={"model": "shapes-vit", "method": "rollout"}, timeout=60)
     assert overlay.status_code == 200, overlay.text[:300]
     assert overlay.headers["Content-Type"] == "image/png"
     assert decode_png(overlay.content).shape == (240, 320, 3)
-    text = requests.post(f"{app.base}/visualize", json=TEXT_BODY, timeout=60)
+    text = requests.post(f"{app_container.base}/visualize", json=TEXT_BODY, timeout=60)
     assert text.status_code == 200, text.text[:300]
     assert text.headers["Content-Type"] == "image/png"
     assert min(decode_png(text.content).shape[:2]) >= 128
     (tmp_path / "container-overlay.png").write_bytes(overlay.content)
     (tmp_path / "container-text.png").write_bytes(text.content)
-    models = requests.get(f"{app.base}/models", timeout=10).json()
+    models = requests.get(f"{app_container.base}/models", timeout=10).json()
     assert {"shapes-vit", "shapes-vit-shortcut", "minilm"} <= {entry["name"] for entry in models["models"]}
 
 
@@ -125,56 +125,56 @@ def test_models_load_with_no_network_at_all(images, tmp_path):
         assert [line for line in container.inspect()["NetworkSettings"].get("Networks", {}) or {}] == []
 
 
-def test_runs_as_a_fixed_non_root_user(app):
+def test_runs_as_a_fixed_non_root_user(app_container):
     assert podman("image", "inspect", "--format", "{{.Config.User}}", IMAGE).stdout.strip() == "10001"
-    assert app.container.exec("id", "-u").stdout.strip() == "10001"
-    users = podman("top", app.container.name, "user", "huser", "args").stdout.splitlines()[1:]
+    assert app_container.container.exec("id", "-u").stdout.strip() == "10001"
+    users = podman("top", app_container.container.name, "user", "huser", "args").stdout.splitlines()[1:]
     assert len(users) >= 3, users  # the Gunicorn master and two workers
     for line in users:
         user, host_user, *_ = line.split()
         assert user == "attnmap" and host_user == "10001", line
-    worker_uids = {process.uids().real for process in psutil.Process(app.container.pid).children()}
+    worker_uids = {process.uids().real for process in psutil.Process(app_container.container.pid).children()}
     assert worker_uids == {10001}
 
 
-def test_root_filesystem_is_read_only_apart_from_tmp_and_shm(app):
-    assert app.container.inspect()["HostConfig"]["ReadonlyRootfs"] is True
+def test_root_filesystem_is_read_only_apart_from_tmp_and_shm(app_container):
+    assert app_container.container.inspect()["HostConfig"]["ReadonlyRootfs"] is True
     for path in ("/srv/attnmap", "/srv/attnmap/models/builtin", "/opt/venv", "/etc", "/var/tmp", "/nonexistent"):
-        result = app.container.exec("sh", "-c", f"touch {path}/probe")
+        result = app_container.container.exec("sh", "-c", f"touch {path}/probe")
         assert result.returncode != 0 and ("Read-only file system" in result.stderr or "No such file" in result.stderr), path
     for path in WRITABLE:
-        assert app.container.exec("sh", "-c", f"touch {path}/probe && rm {path}/probe").returncode == 0, path
+        assert app_container.container.exec("sh", "-c", f"touch {path}/probe && rm {path}/probe").returncode == 0, path
     # What the service keeps there: the Prometheus multiprocess files (and /metrics sums them).
-    listing = app.container.exec("sh", "-c", "ls -d /tmp/attnmap-metrics-*/").stdout.split()
+    listing = app_container.container.exec("sh", "-c", "ls -d /tmp/attnmap-metrics-*/").stdout.split()
     assert len(listing) == 1, listing
-    metrics = requests.get(f"{app.base}/metrics", timeout=10)
+    metrics = requests.get(f"{app_container.base}/metrics", timeout=10)
     assert metrics.status_code == 200 and "attnmap_model_load_seconds" in metrics.text
 
 
-def test_healthcheck_passes_on_the_bind_address(app):
+def test_healthcheck_passes_on_the_bind_address(app_container):
     config = podman("image", "inspect", "--format", "{{json .Config.Healthcheck}}", IMAGE).stdout
     assert "healthcheck.py" in config  # kept: the image was built in docker format
     # The container binds a free port, not the image's 0.0.0.0:8000: the check follows ATTNMAP_BIND.
-    result = podman("healthcheck", "run", app.container.name, check=False)
+    result = podman("healthcheck", "run", app_container.container.name, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    state = app.container.inspect()["State"]
+    state = app_container.container.inspect()["State"]
     health = state.get("Health") or state.get("Healthcheck") or {}
     assert health.get("Status") == "healthy", health
 
 
-def test_image_has_the_cpu_torch_and_no_build_tools(app):
+def test_image_has_the_cpu_torch_and_no_build_tools(app_container):
     probe = ("import importlib.util as u, torch\n"
              "print(torch.__version__, torch.cuda.is_available())\n"
              "print(*[name for name in ('pip', 'sentence_transformers', 'scipy', 'sklearn', 'cloudpickle') if u.find_spec(name)])\n")
-    result = app.container.exec("python", "-c", probe)
+    result = app_container.container.exec("python", "-c", probe)
     assert result.returncode == 0, result.stderr
     versions, unwanted = [*result.stdout.splitlines(), ""][:2]
     assert versions == "2.13.0+cpu False"
     assert unwanted == ""
     for tool in ("make", "gcc", "cc", "pip", "pip3", "apt-get"):
-        found = app.container.exec("sh", "-c", f"command -v {tool}").stdout.strip()
+        found = app_container.container.exec("sh", "-c", f"command -v {tool}").stdout.strip()
         assert found in ("", "/usr/bin/apt-get"), (tool, found)  # apt stays (the base image's), but no lists
-    assert app.container.exec("sh", "-c", "ls /var/lib/apt/lists/ | grep -v -e lock -e partial").stdout == ""
+    assert app_container.container.exec("sh", "-c", "ls /var/lib/apt/lists/ | grep -v -e lock -e partial").stdout == ""
     size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
     # About 1.45 GB without the built-in LLM; smollm2's float32 weights add about 0.55 GB.
     assert size < 2_400_000_000, f"image grew to {size / 1e9:.2f} GB (README: about 2 GB)"
@@ -184,14 +184,14 @@ def test_image_has_the_cpu_torch_and_no_build_tools(app):
 
 
 @pytest.fixture(scope="module")
-def edge(app, images, tmp_path_factory) -> str:
+def edge(app_container, images, tmp_path_factory) -> str:
     """The nginx image in front of the app container, with deploy/nginx.conf mounted read-only."""
     workdir = tmp_path_factory.mktemp("nginx-container")
     port = free_port()
     # Host networking: the one change is the addresses (upstream app:8000 and listen 8080 become
     # loopback ports, as in the other live tests); pid and temp files stay under the tmpfs /tmp.
     conf = workdir / "nginx.conf"
-    conf.write_text(render_nginx_conf(f"127.0.0.1:{app.port}", f"127.0.0.1:{port}", Path("/tmp")), encoding="utf-8")
+    conf.write_text(render_nginx_conf(f"127.0.0.1:{app_container.port}", f"127.0.0.1:{port}", Path("/tmp")), encoding="utf-8")
     conf.chmod(0o644)
     service = compose_service("nginx")
     mounts = [volume.replace("./deploy/nginx.conf", str(conf)) for volume in service["volumes"]]
@@ -203,14 +203,14 @@ def edge(app, images, tmp_path_factory) -> str:
         yield base
 
 
-def test_png_through_nginx(edge, app):
+def test_png_through_nginx(edge, app_container):
     request_id = f"edge-{uuid.uuid4().hex}"
     response = requests.post(f"{edge}/visualize", json=TEXT_BODY, headers={"X-Request-ID": request_id}, timeout=60)
     assert response.status_code == 200, response.text[:300]
     assert response.headers["Content-Type"] == "image/png" and response.headers["Server"] == "nginx"
     assert decode_png(response.content).ndim == 3
     assert response.headers["X-Request-ID"] == request_id
-    assert request_id in app.container.logs()  # it went through to the app container
+    assert request_id in app_container.container.logs()  # it went through to the app container
     hidden = requests.get(f"{edge}/metrics", timeout=10)
     assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "not_found"
 
@@ -237,7 +237,7 @@ def send_body(port: int, head: bytes, body: bytes, timeout: float = 30) -> tuple
     return int(lines[0].split()[1]), headers, payload
 
 
-def test_17_mb_body_gets_the_json_413_from_nginx(edge, app):
+def test_17_mb_body_gets_the_json_413_from_nginx(edge, app_container):
     port = int(edge.rsplit(":", 1)[1])
     request_id = f"big-{uuid.uuid4().hex}"
     head = (f"POST /visualize HTTP/1.1\r\nHost: attnmap\r\nContent-Type: application/json\r\n"
@@ -248,7 +248,7 @@ def test_17_mb_body_gets_the_json_413_from_nginx(edge, app):
     assert headers["x-request-id"] == request_id
     assert b'"code":"payload_too_large"' in body and request_id.encode() in body
     time.sleep(0.5)
-    assert request_id not in app.container.logs()  # refused at the edge, never reached a worker
+    assert request_id not in app_container.container.logs()  # refused at the edge, never reached a worker
 
 
 # --- graceful stop ----------------------------------------------------------------------------------

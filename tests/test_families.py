@@ -43,6 +43,10 @@ def test_registry_and_kind_read_the_table(tmp_path: Path) -> None:
         family_of(write_config(tmp_path / "c", "no_such_family"))
     with pytest.raises(ModelLoadError, match=r"outside transformers' attention interface"):
         family_of(write_config(tmp_path / "d", "bloom"))
+    # Encoders too: relative-position attention computed inline, refused with the reason (not "unsupported").
+    for model_type, name in (("deberta-v2", "DeBERTa-v2"), ("swinv2", "SwinV2")):
+        with pytest.raises(ModelLoadError, match=rf"{name} .*outside transformers' attention interface.*vit"):
+            family_of(write_config(tmp_path / model_type, model_type))
 
 
 def test_a_configured_kind_must_agree_with_the_family(tmp_path: Path) -> None:

@@ -17,20 +17,6 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 TEST_MODULES = sorted(TESTS.glob("test_*.py"))
 FORBIDDEN = {path.stem for path in TEST_MODULES} | {"conftest"}
-# Merged in from other branches before they were converted (helpers still imported from test_web_page;
-# own app/client fixtures). Shrink-only: convert the module, then delete its line here.
-NOT_YET_CONVERTED = {
-    "test_audit_cli.py": "imports ARTIFACTS, AVAILABLE, CHROMIUM_ARGS, _require_model from test_web_page",
-    "test_client_live.py": "imports AVAILABLE, EXAMPLES_DIR, _require_model from test_web_page",
-    "test_causal_api.py": "defines its own module-scoped client (smollm2)",
-    "test_causal_families.py": "defines its own module-scoped client (tiny causal models)",
-    "test_container_live.py": "defines a fixture named app (the app container, not a Flask app)",
-}
-
-
-def _unless_allowed(path: Path):
-    reason = NOT_YET_CONVERTED.get(path.name)
-    return pytest.param(path, marks=pytest.mark.xfail(reason=reason, strict=True)) if reason else path
 
 
 def _tree(path: Path) -> ast.Module:
@@ -74,15 +60,13 @@ def test_the_rules_see_the_suite():
     assert len(TEST_MODULES) > 20 and Path(__file__) in TEST_MODULES
 
 
-@pytest.mark.parametrize("path", [_unless_allowed(path) if path.name in {"test_audit_cli.py", "test_client_live.py"} else path
-                                  for path in TEST_MODULES], ids=lambda path: path.name)
+@pytest.mark.parametrize("path", TEST_MODULES, ids=lambda path: path.name)
 def test_no_test_module_imports_another_or_conftest(path: Path):
     offending = [f"line {line}: {name}" for line, name in _imported_modules(_tree(path)) if _is_test_module_or_conftest(name)]
     assert offending == [], f"{path.name} imports test modules or conftest (move shared helpers to tests/helpers.py)"
 
 
-@pytest.mark.parametrize("path", [_unless_allowed(path) if path.name not in {"test_audit_cli.py", "test_client_live.py"} else path
-                                  for path in TEST_MODULES], ids=lambda path: path.name)
+@pytest.mark.parametrize("path", TEST_MODULES, ids=lambda path: path.name)
 def test_app_and_client_fixtures_are_defined_only_in_conftest(path: Path):
     redefined = [node.name for node in ast.walk(_tree(path)) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
                  and node.name in {"app", "client"}]

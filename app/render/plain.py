@@ -6,9 +6,13 @@ import math
 
 import numpy as np
 
-from app.render.colormaps import BLANK_INDEX, masked_palette, palette
+from app.render.colormaps import BLANK_INDEX, BLANK_RGB, LEVELS, masked_colour, masked_palette, palette
 from app.render.normalize import to_indices
 from app.render.png import block_counts, encode_blocks, encode_indexed
+
+# In a masked grid the highest level's entry shows masked cells (the blank entry draws the gaps).
+GRID_MASK_INDEX = LEVELS - 1
+MASKED_GRID_GAP_RGB = (0, 0, 0)
 
 
 def output_shape(rows: int, cols: int, size: int) -> tuple[int, int]:
@@ -69,20 +73,35 @@ def grid_layout(panels: int) -> tuple[int, int]:
     return math.ceil(panels / columns), columns
 
 
-def grid_png(scaled_panels: list[np.ndarray], size: int, colormap: str, level: int) -> bytes:
+def grid_png(scaled_panels: list[np.ndarray], size: int, colormap: str, level: int,
+             masked: np.ndarray | None = None) -> bytes:
     """All panels (each a [0, 1] map) side by side in one PNG about ``size`` px on its longer side.
 
-    The panel count is capped by the request plan (``max_panels``) before any work.
+    The panel count is capped by the request plan (``max_panels``) before any work. ``masked``
+    (bool, one panel's shape, the same cells in every panel) is drawn in the masked colour, and the
+    gaps between panels turn black where that colour is the blank white, so panels keep their edges.
     """
     rows, columns = grid_layout(len(scaled_panels))
     gap = 2
     panel_rows, panel_cols = scaled_panels[0].shape
     cell = max(1, (size - gap * (columns - 1)) // columns)
     panel_h, panel_w = output_shape(panel_rows, panel_cols, cell)
+    colours = palette(colormap)
+    hidden: np.ndarray | None = None
+    if masked is not None and masked.any():
+        # The top colour level gives its entry to the masked colour (one level of 255 is not visible).
+        hidden = pool_to(masked.astype(np.float64), panel_h, panel_w) > 0.5
+        colours = palette(colormap).copy()
+        colours[GRID_MASK_INDEX] = masked_colour(colormap)
+        if masked_colour(colormap) == BLANK_RGB:  # white masked cells would run into white gaps
+            colours[BLANK_INDEX] = MASKED_GRID_GAP_RGB
     canvas = np.full((rows * panel_h + gap * (rows - 1), columns * panel_w + gap * (columns - 1)), BLANK_INDEX, np.uint8)
     for index, panel in enumerate(scaled_panels):
         cells = to_indices(pool_to(panel, panel_h, panel_w))
+        if hidden is not None:
+            cells = np.minimum(cells, GRID_MASK_INDEX - 1)
+            cells[hidden] = GRID_MASK_INDEX
         block = np.repeat(np.repeat(cells, block_counts(cells.shape[0], panel_h), 0), block_counts(cells.shape[1], panel_w), 1)
         top, left = (index // columns) * (panel_h + gap), (index % columns) * (panel_w + gap)
         canvas[top : top + panel_h, left : left + panel_w] = block
-    return encode_indexed(canvas, palette(colormap), level)
+    return encode_indexed(canvas, colours, level)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core import deadline
 from app.core.attention import AttentionStack, stack_from_array
 from app.core.errors import AttnmapError, InvalidInput, Unavailable
 from app.core.inputs import ImageInput, TextInput
@@ -110,8 +111,7 @@ def check_deadline(timer: StageTimer, settings: Settings) -> None:
     instead of its worker being killed (which would also cost a model reload).
     """
     if timer.elapsed() > settings.request_deadline_s:
-        raise Unavailable(f"the request ran past the {settings.request_deadline_s:g} s deadline; "
-                          "ask for less (fewer layers, a smaller size) or retry", code="deadline_exceeded")
+        raise deadline.exceeded(settings.request_deadline_s)
 
 
 def _raw_stack(weights: np.ndarray, options: VisualizeOptions) -> AttentionStack:
@@ -161,7 +161,9 @@ def _capture_from_model(options: VisualizeOptions, source: ImageSource | TextSou
     tokens = adapter.estimate_tokens(inputs, request)
     _check_budget(adapter, request, tokens, limits.causal_budget_bytes if facts.causal else limits.attention_budget_bytes)
     check_deadline(timer, settings)
-    with timer.stage("forward"):
+    # The forward pass checks the deadline once per layer call, so even a pass longer than the
+    # whole deadline (8,192 tokens on a CPU) ends at it, well before Gunicorn's worker timeout.
+    with timer.stage("forward"), deadline.within(timer.started + settings.request_deadline_s, settings.request_deadline_s):
         return plan, _guarded_capture(adapter, inputs, request)
 
 

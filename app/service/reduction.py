@@ -240,20 +240,54 @@ def _region(values: np.ndarray, picture: Picture, box: tuple[float, float, float
 
 
 def reduce_grid(capture: Capture, plan: Plan, limits: Limits) -> ReducedMap:
-    """``grid``: every head of one layer, each panel the query row (or the matrix) of that head."""
+    """``grid``: every head of one layer, each panel the query row (or the matrix) of that head.
+
+    For a causal model the cells after each query are masked (the same cells in every panel), and
+    ``exclude_sink`` drops the first key of every panel and renormalises its rows.
+    """
     stack = capture.stack
     heads = stack.layer_slice(plan.layer).astype(np.float64)
-    row = query_row(plan.query, stack.tokens, heads.shape[1])
-    panels = []
+    if plan.query is None or plan.query == "mean":
+        row: int | str | None = plan.query
+        position: int | str | None = plan.query
+        if stack.query_rows is not None:
+            raise InvalidInput("a grid of whole matrices needs every query row; give a query", code="invalid_value",
+                               field="query")
+    else:
+        position = resolve_token(plan.query, stack.tokens, stack.num_queries, "query")
+        row = captured_row(stack, position)
+    shown_mask: np.ndarray | None = None
+    if stack.causal and (row is None or isinstance(position, int)):
+        keys = heads.shape[-1]
+        shown_mask = square_mask(keys) if row is None else causal_mask(keys, [int(position)])  # type: ignore[arg-type]
+        if plan.exclude_sink:  # the first key goes (and, in a matrix, the first query, which saw only it)
+            shown_mask = shown_mask[1:, 1:] if row is None else shown_mask[:, 1:]
+    meta: dict[str, Any] = {}
+    panels: list[np.ndarray] = []
     for head in heads:
         panel = select_row(head, row)
+        if plan.exclude_sink:
+            panel = _without_sink(panel, None, None, None, meta, square=panel.ndim == 2)[0]
         if stack.grid is not None and panel.ndim == 1:
             panel = _to_grid(panel, stack)
-        elif panel.ndim == 1:
-            panel = panel.reshape(1, -1)
-        panels.append(panel)
+        panels.append(panel.reshape(1, -1) if panel.ndim == 1 else panel)
+    labels = stack.tokens[1:] if plan.exclude_sink and stack.tokens else stack.tokens
+    if stack.causal:
+        meta["causal"] = True
+    meta["panels"] = len(panels)
+    if plan.exclude_sink:
+        # One figure for the whole layer: the mean share the first key held over every head.
+        meta["sink_mass"] = float(np.mean([_sink_share(select_row(head, row)) for head in heads]))
     return ReducedMap(values=np.stack(panels), view="grid", layers=[plan.layer], heads=list(range(stack.num_heads)),
-                      query=shown_query(plan.query, row), col_labels=stack.tokens, meta={"panels": len(panels)})
+                      query=shown_query(plan.query, position), col_labels=labels, meta=meta,
+                      masked=shown_mask)
+
+
+def _sink_share(values: np.ndarray) -> float:
+    """Mean share of each row of ``values`` that sits on the first key."""
+    matrix = values.reshape(1, -1) if values.ndim == 1 else values
+    sums = matrix.sum(axis=-1)
+    return float(np.divide(matrix[:, 0], sums, out=np.zeros_like(sums), where=sums > 0).mean())
 
 
 def reduce_trace(capture: Capture, plan: Plan, limits: Limits) -> ReducedMap:

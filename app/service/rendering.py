@@ -45,7 +45,7 @@ def render_grid(reduced: ReducedMap, capture: Capture, plan: Plan, settings: Set
     drawing = plan.drawing
     with timer.stage("render"):
         panels = [normalize(p, drawing.normalize, drawing.vmin, drawing.vmax)[0] for p in reduced.values]
-        return plain.grid_png(panels, drawing.size, drawing.colormap, settings.png_compression)
+        return plain.grid_png(panels, drawing.size, drawing.colormap, settings.png_compression, masked=reduced.masked)
 
 
 def render_overlay(reduced: ReducedMap, capture: Capture, plan: Plan, settings: Settings, timer: StageTimer) -> bytes:

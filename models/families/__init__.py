@@ -31,10 +31,11 @@ __all__ = ["FAMILIES", "OUTSIDE_INTERFACE", "Family", "FamilyError", "ModelKind"
 
 _MODULES = (vit, deit, dinov2, bert, roberta, distilbert, electra, llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3, gpt2)
 
-# Decoder families whose attention transformers computes inline at the pinned version: the
-# capture function is never called, so serving them would mean eager O(T^2) attention in every
-# layer. They are refused at load with this reason.
-OUTSIDE_INTERFACE: dict[str, str] = {"bloom": "Bloom", "falcon": "Falcon", "mpt": "MPT", "gpt_neo": "GPT-Neo"}
+# Families whose attention transformers computes inline at the pinned version (decoders, and two
+# encoders with relative-position attention): the capture function is never called, so serving
+# them would mean eager O(T^2) attention in every layer. They are refused at load with this reason.
+OUTSIDE_INTERFACE: dict[str, str] = {"bloom": "Bloom", "falcon": "Falcon", "mpt": "MPT", "gpt_neo": "GPT-Neo",
+                                     "deberta-v2": "DeBERTa-v2", "swinv2": "SwinV2"}
 
 FAMILIES: tuple[Family, ...] = tuple(module.FAMILY for module in _MODULES)
 
@@ -56,6 +57,6 @@ def refused_family(model_type: str | None) -> str | None:
     name = OUTSIDE_INTERFACE.get(model_type or "")
     if name is None:
         return None
-    causal = ", ".join(family.name for family in FAMILIES if family.causal)
+    served = ", ".join(family.name for family in FAMILIES)
     return (f"{name} ({model_type!r}) computes attention outside transformers' attention interface, so attnmap cannot "
-            f"capture it on the fused path; supported causal families: {causal}")
+            f"capture it on the fused path; supported families: {served}")
