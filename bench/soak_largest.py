@@ -19,10 +19,11 @@ Every answer must be 200. Reported: requests per class, each worker's RSS sample
 its peak during warm-up, and for the two halves of the measured window its peak, median and floor;
 the growth after warm-up is how much the second half's median or floor exceeds the first half's
 (budget: :data:`GROWTH_BUDGET_MB` per worker; see :func:`flatness`), and the peak is held to the
-per-worker budget (:data:`PEAK_BUDGET_MB`). The window's medians per :data:`BUCKET_S` seconds show whether growth goes
-on or levels off. ``--only`` runs some classes alone (to tell which one grows), ``--env`` sets a
-variable for the server (for example ``MALLOC_ARENA_MAX=2``, to see what glibc's arenas retain). Also the size of ``/metrics`` before and after. Results go to
-``bench/results/soak_largest-<timestamp>.json``; the exit status is 1 when a budget is broken.
+per-worker budget (:data:`PEAK_BUDGET_MB`). The window's medians per :data:`BUCKET_S` seconds show
+whether growth goes on or levels off. ``--only`` runs some classes alone (to tell which one grows);
+``--env`` sets a variable for the server (for example ``MALLOC_ARENA_MAX=2``, to see what glibc's
+arenas retain). Also the size of ``/metrics`` before and after. Results, with every RSS sample, go
+to ``bench/results/soak_largest-<timestamp>.json``; the exit status is 1 when a budget is broken.
 ``tests/test_soak_largest.py`` runs it for a short time in CI.
 """
 
