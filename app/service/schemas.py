@@ -190,12 +190,16 @@ def _form_list(name: str, raw: str) -> Any:
 
 # Options that only mean something for one kind of source: sent with another, they would be
 # silently ignored, which hides a mistake (a region measured on nothing, a pair never read).
-_FIELDS_FOR_SOURCE = {"region": ("image",), "text_pair": ("text",), "target_text": ("text",), "tokens": ("weights",)}
+# exclude_sink drops the first key token: an image map shows patches only (its prefix tokens are
+# never drawn), so there it would drop a patch and break the grid.
+_FIELDS_FOR_SOURCE = {"region": ("image",), "text_pair": ("text",), "target_text": ("text",), "tokens": ("weights",),
+                      "exclude_sink": ("text", "weights")}
 
 
 def check_fields_fit_source(options: VisualizeOptions, source: str) -> None:
     """422 ``not_applicable`` for an option the given source (``weights``, ``image``, ``text``) cannot use."""
     for name, sources in _FIELDS_FOR_SOURCE.items():
-        if getattr(options, name) is not None and source not in sources:
+        value = getattr(options, name)
+        if value is not None and value is not False and source not in sources:
             raise InvalidInput(f"{name} applies to {' or '.join(sources)} input only; this request sends {source}",
                                code="not_applicable", field=name)
