@@ -257,17 +257,22 @@ def reduce_grid(capture: Capture, plan: Plan, limits: Limits) -> ReducedMap:
         position = resolve_token(plan.query, stack.tokens, stack.num_queries, "query")
         row = captured_row(stack, position)
     shown_mask: np.ndarray | None = None
-    if stack.causal and (row is None or isinstance(position, int)):
-        keys = heads.shape[-1]
-        shown_mask = square_mask(keys) if row is None else causal_mask(keys, [int(position)])  # type: ignore[arg-type]
-        if plan.exclude_sink:  # the first key goes (and, in a matrix, the first query, which saw only it)
-            shown_mask = shown_mask[1:, 1:] if row is None else shown_mask[:, 1:]
+    if stack.causal and row is None:
+        shown_mask = square_mask(heads.shape[-1])
+    elif stack.causal and isinstance(position, int):
+        shown_mask = causal_mask(heads.shape[-1], [position])
+    if shown_mask is not None and plan.exclude_sink:
+        # The first key goes (and, in a matrix, the first query, which saw only it).
+        shown_mask = shown_mask[1:, 1:] if row is None else shown_mask[:, 1:]
     meta: dict[str, Any] = {}
     panels: list[np.ndarray] = []
+    sink_masses: list[float] = []
     for head in heads:
         panel = select_row(head, row)
         if plan.exclude_sink:
-            panel = _without_sink(panel, None, None, None, meta, square=panel.ndim == 2)[0]
+            head_meta: dict[str, Any] = {}
+            panel = _without_sink(panel, None, None, None, head_meta, square=panel.ndim == 2)[0]
+            sink_masses.append(head_meta["sink_mass"])
         if stack.grid is not None and panel.ndim == 1:
             panel = _to_grid(panel, stack)
         panels.append(panel.reshape(1, -1) if panel.ndim == 1 else panel)
@@ -277,17 +282,10 @@ def reduce_grid(capture: Capture, plan: Plan, limits: Limits) -> ReducedMap:
     meta["panels"] = len(panels)
     if plan.exclude_sink:
         # One figure for the whole layer: the mean share the first key held over every head.
-        meta["sink_mass"] = float(np.mean([_sink_share(select_row(head, row)) for head in heads]))
+        meta.update(sink_excluded=True, sink_mass=float(np.mean(sink_masses)))
     return ReducedMap(values=np.stack(panels), view="grid", layers=[plan.layer], heads=list(range(stack.num_heads)),
                       query=shown_query(plan.query, position), col_labels=labels, meta=meta,
                       masked=shown_mask)
-
-
-def _sink_share(values: np.ndarray) -> float:
-    """Mean share of each row of ``values`` that sits on the first key."""
-    matrix = values.reshape(1, -1) if values.ndim == 1 else values
-    sums = matrix.sum(axis=-1)
-    return float(np.divide(matrix[:, 0], sums, out=np.zeros_like(sums), where=sums > 0).mean())
 
 
 def reduce_trace(capture: Capture, plan: Plan, limits: Limits) -> ReducedMap:
